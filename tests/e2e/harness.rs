@@ -1,0 +1,848 @@
+//! Shared helpers for the end-to-end tests: a guard around a real `quixd` process, a config
+//! writer, test certificates, quinn client builders and small protocol clients (hq, perf, echo).
+//!
+//! Every test runs its own daemon, with its own temporary directory and `listen = [..:0]`; the
+//! actual port is parsed from the daemon's `listening addr=...` log line.
+//!
+//! The datapath backend under test comes from `QUIXD_E2E_BACKEND` (default "socket"), so the
+//! whole suite can be re-run against another backend without code changes:
+//!
+//!     QUIXD_E2E_BACKEND=socket cargo test -p quixd --test e2e
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::future::Future;
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use quinn::crypto::rustls::QuicClientConfig;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+
+/// The daemon binary: the one cargo built for this test target, unless `QUIXD_E2E_BIN` names
+/// another one.
+pub fn quixd_bin() -> std::ffi::OsString {
+    std::env::var_os("QUIXD_E2E_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_quixd").into())
+}
+
+/// Time allowed for the daemon to start and report its listening addresses.
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Datapath backend the suite runs against.
+pub fn backend() -> String {
+    std::env::var("QUIXD_E2E_BACKEND").unwrap_or_else(|_| "socket".to_string())
+}
+
+/// Log level passed to the daemon (`QUIXD_E2E_LOG_LEVEL`, default "info").
+fn log_level() -> String {
+    std::env::var("QUIXD_E2E_LOG_LEVEL").unwrap_or_else(|_| "info".to_string())
+}
+
+/// Runs `fut`, panicking if it takes longer than `limit`. Start daemons *outside* this call so
+/// that, on timeout, the guard is still alive while the test panics and shows the daemon log.
+pub async fn bounded<F: Future>(limit: Duration, fut: F) -> F::Output {
+    match tokio::time::timeout(limit, fut).await {
+        Ok(v) => v,
+        Err(_) => panic!("test body did not finish within {limit:?}"),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Test data
+// ---------------------------------------------------------------------------------------------
+
+/// Pseudo-random bytes (xorshift64*), good enough to catch reordering / corruption.
+pub fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut s = seed ^ 0x9E37_79B9_7F4A_7C15;
+    if s == 0 {
+        s = 1;
+    }
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        s ^= s >> 12;
+        s ^= s << 25;
+        s ^= s >> 27;
+        out.extend_from_slice(&s.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// A seed that differs between runs (content is "random" as the brief asks), and is printed on
+/// failure through the assertion messages that include it.
+pub fn run_seed() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+}
+
+/// Asserts equality of two byte buffers without dumping megabytes on failure.
+pub fn assert_same_bytes(got: &[u8], want: &[u8], what: &str) {
+    if got == want {
+        return;
+    }
+    let first_diff = got.iter().zip(want).position(|(a, b)| a != b);
+    panic!(
+        "{what}: content mismatch: got {} bytes, expected {}; first differing offset: {:?}",
+        got.len(),
+        want.len(),
+        first_diff
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Certificates
+// ---------------------------------------------------------------------------------------------
+
+pub struct TestCert {
+    pub der: CertificateDer<'static>,
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+impl TestCert {
+    pub fn localhost() -> Self {
+        Self::localhost_padded(0)
+    }
+
+    /// A certificate for "localhost" plus `extra` filler names (~45 bytes each), to make the
+    /// server's certificate, hence a full (non-resumed) handshake, big enough to tell apart on
+    /// the wire from a resumed one.
+    pub fn localhost_padded(extra: usize) -> Self {
+        let mut names = vec!["localhost".to_string()];
+        let filler = random_bytes(extra * 16, 0xC0FFEE);
+        for (i, chunk) in filler.chunks(16).enumerate() {
+            let hex: String = chunk.iter().map(|b| format!("{b:02x}")).collect();
+            names.push(format!("f{i}-{hex}.invalid"));
+        }
+        let ck = rcgen::generate_simple_self_signed(names).expect("rcgen: generate certificate");
+        TestCert {
+            der: ck.cert.der().clone(),
+            cert_pem: ck.cert.pem(),
+            key_pem: ck.signing_key.serialize_pem(),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Config writer
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Clone, Debug)]
+pub enum TlsSetup {
+    /// `[tls] cert = .. key = ..` with these files.
+    Files { cert: PathBuf, key: PathBuf },
+    /// No cert/key: the daemon generates a development certificate (clients skip verification).
+    DevCert,
+}
+
+/// A daemon configuration, rendered to TOML by [`ServerConfig::render`].
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    pub backend: String,
+    pub listen: Vec<String>,
+    pub drain_timeout_ms: Option<u64>,
+    pub tls: TlsSetup,
+    /// `[transport]` entries, as raw TOML values (e.g. `("retry", "true")`).
+    pub transport: BTreeMap<String, String>,
+    /// `[apps.hq] root`; `None` disables the hq app.
+    pub hq_root: Option<PathBuf>,
+    pub hq_alpn: Vec<String>,
+    pub perf: bool,
+    pub echo: bool,
+}
+
+pub fn toml_str(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => write!(out, "\\u{:04X}", c as u32).unwrap(),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+fn toml_str_array(items: &[String]) -> String {
+    let v: Vec<String> = items.iter().map(|s| toml_str(s)).collect();
+    format!("[{}]", v.join(", "))
+}
+
+impl ServerConfig {
+    pub fn transport(mut self, key: &str, raw_toml_value: &str) -> Self {
+        self.transport
+            .insert(key.to_string(), raw_toml_value.to_string());
+        self
+    }
+
+    pub fn drain_timeout_ms(mut self, ms: u64) -> Self {
+        self.drain_timeout_ms = Some(ms);
+        self
+    }
+
+    pub fn listen(mut self, addrs: &[&str]) -> Self {
+        self.listen = addrs.iter().map(|s| s.to_string()).collect();
+        self
+    }
+
+    pub fn render(&self) -> String {
+        let mut s = String::new();
+        writeln!(s, "# written by the quixd e2e tests").unwrap();
+        writeln!(s, "[server]").unwrap();
+        writeln!(s, "listen = {}", toml_str_array(&self.listen)).unwrap();
+        writeln!(s, "backend = {}", toml_str(&self.backend)).unwrap();
+        if let Some(ms) = self.drain_timeout_ms {
+            writeln!(s, "drain_timeout_ms = {ms}").unwrap();
+        }
+        writeln!(s).unwrap();
+        writeln!(s, "[tls]").unwrap();
+        match &self.tls {
+            TlsSetup::Files { cert, key } => {
+                writeln!(s, "cert = {}", toml_str(&cert.display().to_string())).unwrap();
+                writeln!(s, "key = {}", toml_str(&key.display().to_string())).unwrap();
+            }
+            TlsSetup::DevCert => {
+                writeln!(s, "dev_cert_names = [\"localhost\"]").unwrap();
+            }
+        }
+        writeln!(s).unwrap();
+        writeln!(s, "[transport]").unwrap();
+        for (k, v) in &self.transport {
+            writeln!(s, "{k} = {v}").unwrap();
+        }
+        if let Some(root) = &self.hq_root {
+            writeln!(s).unwrap();
+            writeln!(s, "[apps.hq]").unwrap();
+            writeln!(s, "alpn = {}", toml_str_array(&self.hq_alpn)).unwrap();
+            writeln!(s, "root = {}", toml_str(&root.display().to_string())).unwrap();
+        }
+        if self.perf {
+            writeln!(s).unwrap();
+            writeln!(s, "[apps.perf]").unwrap();
+            writeln!(s, "alpn = [\"perf\"]").unwrap();
+        }
+        if self.echo {
+            writeln!(s).unwrap();
+            writeln!(s, "[apps.echo]").unwrap();
+            writeln!(s, "alpn = [\"echo\"]").unwrap();
+        }
+        s
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fixture: temp dir with a document root, a certificate and config files
+// ---------------------------------------------------------------------------------------------
+
+pub struct Fixture {
+    pub dir: tempfile::TempDir,
+    /// hq document root (`<dir>/www`).
+    pub root: PathBuf,
+    pub cert: TestCert,
+    pub cert_path: PathBuf,
+    pub key_path: PathBuf,
+    configs: AtomicUsize,
+}
+
+impl Fixture {
+    pub fn new() -> Self {
+        Self::with_cert(TestCert::localhost())
+    }
+
+    pub fn with_cert(cert: TestCert) -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("quixd-e2e-")
+            .tempdir()
+            .expect("create tempdir");
+        let root = dir.path().join("www");
+        std::fs::create_dir(&root).unwrap();
+        let cert_path = dir.path().join("cert.pem");
+        let key_path = dir.path().join("key.pem");
+        std::fs::write(&cert_path, &cert.cert_pem).unwrap();
+        std::fs::write(&key_path, &cert.key_pem).unwrap();
+        Fixture {
+            dir,
+            root,
+            cert,
+            cert_path,
+            key_path,
+            configs: AtomicUsize::new(0),
+        }
+    }
+
+    /// Writes `bytes` to `rel` under the document root, creating directories.
+    pub fn put(&self, rel: &str, bytes: &[u8]) -> PathBuf {
+        let p = self.root.join(rel);
+        if let Some(parent) = p.parent() {
+            std::fs::create_dir_all(parent).unwrap();
+        }
+        std::fs::write(&p, bytes).unwrap();
+        p
+    }
+
+    /// Default config: this fixture's cert, hq on `root`, perf and echo enabled, loopback v4.
+    pub fn config(&self) -> ServerConfig {
+        ServerConfig {
+            backend: backend(),
+            listen: vec!["127.0.0.1:0".to_string()],
+            drain_timeout_ms: None,
+            tls: TlsSetup::Files {
+                cert: self.cert_path.clone(),
+                key: self.key_path.clone(),
+            },
+            transport: BTreeMap::new(),
+            hq_root: Some(self.root.clone()),
+            hq_alpn: vec!["hq-interop".to_string(), "hq-29".to_string()],
+            perf: true,
+            echo: true,
+        }
+    }
+
+    /// Writes a config file into the fixture dir and returns its path.
+    pub fn write_config_text(&self, text: &str) -> PathBuf {
+        let n = self.configs.fetch_add(1, Ordering::Relaxed);
+        let p = self.dir.path().join(format!("quixd-{n}.toml"));
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    pub fn write_config(&self, cfg: &ServerConfig) -> PathBuf {
+        self.write_config_text(&cfg.render())
+    }
+
+    /// Trust settings matching this fixture's certificate.
+    pub fn trust(&self) -> Trust {
+        Trust::Cert(self.cert.der.clone())
+    }
+
+    /// Writes `cfg` and starts the daemon on it.
+    pub async fn start(&self, cfg: &ServerConfig) -> Daemon {
+        let path = self.write_config(cfg);
+        Daemon::start(&path, cfg.listen.len()).await
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Daemon process guard
+// ---------------------------------------------------------------------------------------------
+
+/// A running `quixd run` process. Dropping it kills and reaps the process; if the test is
+/// panicking, the daemon's output is printed (the test harness shows it with the failure).
+pub struct Daemon {
+    child: Option<Child>,
+    exit: Option<ExitStatus>,
+    pub addrs: Vec<SocketAddr>,
+    pub config_path: PathBuf,
+    log: Arc<Mutex<Vec<String>>>,
+    readers: Vec<std::thread::JoinHandle<()>>,
+}
+
+/// Removes ANSI escape sequences (tracing colours its output unless told otherwise).
+pub fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            if chars.peek() == Some(&'[') {
+                chars.next();
+                for c in chars.by_ref() {
+                    if ('@'..='~').contains(&c) {
+                        break;
+                    }
+                }
+            }
+            continue;
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Parses `listening addr=<socket address>` out of a log line.
+pub fn parse_listening(line: &str) -> Option<SocketAddr> {
+    let i = line.find("listening")?;
+    let rest = &line[i..];
+    let j = rest.find("addr=")?;
+    let v = &rest[j + "addr=".len()..];
+    let v = v.trim_start_matches(['"', '\'']);
+    let end = v
+        .find(|c: char| c.is_whitespace() || c == '"' || c == '\'' || c == ',' || c == '}')
+        .unwrap_or(v.len());
+    v[..end].parse().ok()
+}
+
+fn spawn_reader<R: Read + Send + 'static>(
+    r: R,
+    tag: &'static str,
+    log: Arc<Mutex<Vec<String>>>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut r = BufReader::new(r);
+        let mut buf = Vec::new();
+        loop {
+            buf.clear();
+            match r.read_until(b'\n', &mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {
+                    let line = strip_ansi(String::from_utf8_lossy(&buf).trim_end());
+                    let line = if tag.is_empty() {
+                        line
+                    } else {
+                        format!("{tag}{line}")
+                    };
+                    log.lock().unwrap().push(line);
+                }
+            }
+        }
+    })
+}
+
+impl Daemon {
+    /// Starts `quixd run --config PATH` and waits until it logged `expect_listeners` listening
+    /// addresses.
+    pub async fn start(config: &Path, expect_listeners: usize) -> Daemon {
+        let mut child = Command::new(quixd_bin())
+            .arg("run")
+            .arg("--config")
+            .arg(config)
+            .arg("--log-level")
+            .arg(log_level())
+            .env("NO_COLOR", "1")
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {:?}: {e}", quixd_bin()));
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let readers = vec![
+            spawn_reader(child.stderr.take().unwrap(), "", log.clone()),
+            spawn_reader(child.stdout.take().unwrap(), "[stdout] ", log.clone()),
+        ];
+        let mut d = Daemon {
+            child: Some(child),
+            exit: None,
+            addrs: Vec::new(),
+            config_path: config.to_path_buf(),
+            log,
+            readers,
+        };
+        let deadline = Instant::now() + STARTUP_TIMEOUT;
+        loop {
+            let addrs: Vec<SocketAddr> = d
+                .log
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|l| !l.starts_with("[stdout] "))
+                .filter_map(|l| parse_listening(l))
+                .collect();
+            if addrs.len() >= expect_listeners {
+                d.addrs = addrs;
+                return d;
+            }
+            if let Some(st) = d.try_wait() {
+                panic!(
+                    "quixd exited ({st}) before reporting {expect_listeners} `listening addr=` \
+                     line(s); config:\n{}\n--- output ---\n{}",
+                    std::fs::read_to_string(config).unwrap_or_default(),
+                    d.output()
+                );
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "quixd did not report {expect_listeners} `listening addr=` line(s) within \
+                     {STARTUP_TIMEOUT:?}; found {addrs:?}"
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// First listening address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addrs[0]
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().expect("daemon already reaped").id() as i32
+    }
+
+    pub fn signal(&self, sig: libc::c_int) {
+        let rc = unsafe { libc::kill(self.pid(), sig) };
+        assert_eq!(rc, 0, "kill({}, {sig}) failed", self.pid());
+    }
+
+    /// Everything the daemon wrote so far (stderr; stdout lines prefixed with `[stdout] `).
+    pub fn output(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+
+    /// Non-blocking: the exit status if the process has exited.
+    pub fn try_wait(&mut self) -> Option<ExitStatus> {
+        if self.exit.is_none() {
+            if let Some(c) = self.child.as_mut() {
+                if let Some(st) = c.try_wait().expect("try_wait") {
+                    self.exit = Some(st);
+                }
+            }
+        }
+        self.exit
+    }
+
+    /// Waits up to `limit` for the process to exit.
+    pub async fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(st) = self.try_wait() {
+                // Let the readers collect the last lines.
+                for r in self.readers.drain(..) {
+                    let _ = r.join();
+                }
+                return Some(st);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Panics (showing the log) if the daemon is no longer running, e.g. it crashed mid-test.
+    pub fn assert_alive(&mut self) {
+        if let Some(st) = self.try_wait() {
+            panic!("quixd exited unexpectedly ({st})");
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            if self.exit.is_none() && c.try_wait().ok().flatten().is_none() {
+                let _ = c.kill();
+            }
+            let _ = c.wait();
+        }
+        if std::thread::panicking() {
+            // Give the reader threads a moment to drain the pipes after the kill.
+            for r in self.readers.drain(..) {
+                let _ = r.join();
+            }
+            eprintln!(
+                "===== quixd output (config {}) =====\n{}\n===== end of quixd output =====",
+                self.config_path.display(),
+                self.output()
+            );
+            if let Ok(cfg) = std::fs::read_to_string(&self.config_path) {
+                eprintln!("===== config =====\n{cfg}===== end of config =====");
+            }
+        }
+    }
+}
+
+/// Runs the daemon binary to completion with `args` (e.g. `check-config FILE`), bounded by
+/// `limit`. Returns (exit status, stderr, stdout); panics on timeout (the process is killed).
+pub async fn run_quixd(args: &[&std::ffi::OsStr], limit: Duration) -> (ExitStatus, String, String) {
+    let child = tokio::process::Command::new(quixd_bin())
+        .args(args)
+        .env("NO_COLOR", "1")
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn quixd");
+    let out = tokio::time::timeout(limit, child.wait_with_output())
+        .await
+        .unwrap_or_else(|_| panic!("`quixd {args:?}` did not exit within {limit:?}"))
+        .expect("wait for quixd");
+    (
+        out.status,
+        strip_ansi(&String::from_utf8_lossy(&out.stderr)),
+        strip_ansi(&String::from_utf8_lossy(&out.stdout)),
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// Client side
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Clone, Debug)]
+pub enum Trust {
+    /// Verify the server against this certificate as the only root.
+    Cert(CertificateDer<'static>),
+    /// Skip verification (for the daemon's self-signed development certificate).
+    Insecure,
+}
+
+pub const ALPN_HQ: &str = "hq-interop";
+pub const ALPN_HQ29: &str = "hq-29";
+pub const ALPN_PERF: &str = "perf";
+pub const ALPN_ECHO: &str = "echo";
+
+/// Client idle timeout; generous, tests have their own bounds.
+const CLIENT_IDLE_TIMEOUT: Duration = Duration::from_secs(20);
+
+#[derive(Debug)]
+struct NoVerify(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for NoVerify {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// Builds a quinn client config. `early_data` sets rustls' `enable_early_data` (needed for
+/// 0-RTT). Keep and reuse the returned config to resume sessions: the rustls session cache
+/// and quinn's token store live inside it.
+pub fn client_config(trust: &Trust, alpns: &[&str], early_data: bool) -> quinn::ClientConfig {
+    client_config_with_idle(trust, alpns, early_data, CLIENT_IDLE_TIMEOUT)
+}
+
+pub fn client_config_with_idle(
+    trust: &Trust,
+    alpns: &[&str],
+    early_data: bool,
+    idle: Duration,
+) -> quinn::ClientConfig {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .expect("TLS 1.3");
+    let mut tls = match trust {
+        Trust::Cert(der) => {
+            let mut roots = rustls::RootCertStore::empty();
+            roots.add(der.clone()).expect("add root");
+            builder.with_root_certificates(roots).with_no_client_auth()
+        }
+        Trust::Insecure => builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(NoVerify(provider)))
+            .with_no_client_auth(),
+    };
+    tls.alpn_protocols = alpns.iter().map(|a| a.as_bytes().to_vec()).collect();
+    tls.enable_early_data = early_data;
+    let quic = QuicClientConfig::try_from(tls).expect("quic client config");
+    let mut cfg = quinn::ClientConfig::new(Arc::new(quic));
+    let mut transport = quinn::TransportConfig::default();
+    transport.max_idle_timeout(Some(idle.try_into().unwrap()));
+    cfg.transport_config(Arc::new(transport));
+    cfg
+}
+
+/// A client endpoint on the loopback address of the same family as `server`.
+pub fn client_endpoint(server: SocketAddr) -> quinn::Endpoint {
+    let bind: SocketAddr = if server.is_ipv4() {
+        "127.0.0.1:0".parse().unwrap()
+    } else {
+        "[::1]:0".parse().unwrap()
+    };
+    quinn::Endpoint::client(bind).expect("bind client endpoint")
+}
+
+/// Connects (full handshake), bounded by 10 s.
+pub async fn connect(
+    ep: &quinn::Endpoint,
+    cfg: &quinn::ClientConfig,
+    server: SocketAddr,
+) -> quinn::Connection {
+    let connecting = ep
+        .connect_with(cfg.clone(), server, "localhost")
+        .expect("connect_with");
+    match tokio::time::timeout(Duration::from_secs(10), connecting).await {
+        Ok(Ok(c)) => c,
+        Ok(Err(e)) => panic!("connection to {server} failed: {e:?}"),
+        Err(_) => panic!("handshake with {server} did not complete within 10 s"),
+    }
+}
+
+/// Fresh endpoint + config + connection for one ALPN.
+pub async fn connect_alpn(
+    trust: &Trust,
+    alpn: &str,
+    server: SocketAddr,
+) -> (quinn::Endpoint, quinn::Connection) {
+    let ep = client_endpoint(server);
+    let cfg = client_config(trust, &[alpn], false);
+    let conn = connect(&ep, &cfg, server).await;
+    assert_eq!(
+        negotiated_alpn(&conn).as_deref(),
+        Some(alpn),
+        "negotiated ALPN"
+    );
+    (ep, conn)
+}
+
+pub fn negotiated_alpn(conn: &quinn::Connection) -> Option<String> {
+    let hd = conn.handshake_data()?;
+    let hd = hd.downcast::<quinn::crypto::rustls::HandshakeData>().ok()?;
+    hd.protocol
+        .map(|p| String::from_utf8_lossy(&p).into_owned())
+}
+
+/// How a request stream ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Data then FIN.
+    Data(Vec<u8>),
+    /// RESET_STREAM with this application error code.
+    Reset(u64),
+    /// Anything else (connection lost, ...), described.
+    Other(String),
+}
+
+impl Outcome {
+    pub fn describe(&self) -> String {
+        match self {
+            Outcome::Data(d) => format!("Data({} bytes)", d.len()),
+            Outcome::Reset(c) => format!("Reset({c:#x})"),
+            Outcome::Other(s) => format!("Other({s})"),
+        }
+    }
+}
+
+fn read_outcome(r: Result<Vec<u8>, quinn::ReadToEndError>) -> Outcome {
+    match r {
+        Ok(d) => Outcome::Data(d),
+        Err(quinn::ReadToEndError::Read(quinn::ReadError::Reset(code))) => {
+            Outcome::Reset(code.into_inner())
+        }
+        Err(e) => Outcome::Other(format!("{e:?}")),
+    }
+}
+
+/// Sends raw `request` bytes on a new bidi stream, finishes it, and reads the response.
+pub async fn raw_request(conn: &quinn::Connection, request: &[u8]) -> Outcome {
+    let (mut send, mut recv) = match conn.open_bi().await {
+        Ok(s) => s,
+        Err(e) => return Outcome::Other(format!("open_bi: {e:?}")),
+    };
+    // A write error (e.g. the server stopped our side) is not the result we look at; the
+    // response side tells how the server handled the request.
+    let _ = send.write_all(request).await;
+    let _ = send.finish();
+    read_outcome(recv.read_to_end(usize::MAX).await)
+}
+
+/// hq: `GET path\r\n`.
+pub async fn hq_request(conn: &quinn::Connection, path: &str) -> Outcome {
+    raw_request(conn, format!("GET {path}\r\n").as_bytes()).await
+}
+
+/// hq: `GET path`, which must succeed; returns the body.
+pub async fn hq_get(conn: &quinn::Connection, path: &str) -> Vec<u8> {
+    match hq_request(conn, path).await {
+        Outcome::Data(d) => d,
+        o => panic!("GET {path}: expected data, got {}", o.describe()),
+    }
+}
+
+/// perf: requests `download` bytes after uploading `upload` bytes; returns the number of bytes
+/// received before FIN.
+pub async fn perf_request(
+    conn: &quinn::Connection,
+    download: u64,
+    upload: usize,
+) -> Result<u64, String> {
+    let (mut send, mut recv) = conn.open_bi().await.map_err(|e| format!("open_bi: {e}"))?;
+    let writer = async move {
+        send.write_all(&download.to_be_bytes())
+            .await
+            .map_err(|e| format!("write size: {e}"))?;
+        let chunk = vec![0x5au8; 64 * 1024];
+        let mut left = upload;
+        while left > 0 {
+            let n = left.min(chunk.len());
+            send.write_all(&chunk[..n])
+                .await
+                .map_err(|e| format!("upload: {e}"))?;
+            left -= n;
+        }
+        send.finish().map_err(|e| format!("finish: {e}"))?;
+        Ok::<_, String>(())
+    };
+    let reader = async move {
+        let mut total = 0u64;
+        loop {
+            match recv.read_chunk(usize::MAX, true).await {
+                Ok(Some(c)) => total += c.bytes.len() as u64,
+                Ok(None) => return Ok(total),
+                Err(e) => return Err(format!("read after {total} bytes: {e:?}")),
+            }
+        }
+    };
+    let (w, r) = tokio::join!(writer, reader);
+    w?;
+    r
+}
+
+/// echo: sends `data` (writing and reading concurrently), returns what came back before FIN.
+pub async fn echo_request(conn: &quinn::Connection, data: &[u8]) -> Result<Vec<u8>, String> {
+    let (mut send, mut recv) = conn.open_bi().await.map_err(|e| format!("open_bi: {e}"))?;
+    let writer = async move {
+        for chunk in data.chunks(16 * 1024) {
+            send.write_all(chunk)
+                .await
+                .map_err(|e| format!("write: {e}"))?;
+        }
+        send.finish().map_err(|e| format!("finish: {e}"))?;
+        Ok::<_, String>(())
+    };
+    let reader = async move {
+        recv.read_to_end(usize::MAX)
+            .await
+            .map_err(|e| format!("read: {e:?}"))
+    };
+    let (w, r) = tokio::join!(writer, reader);
+    w?;
+    r
+}

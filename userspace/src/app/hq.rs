@@ -1,0 +1,277 @@
+//! `hq-interop`: HTTP/0.9 over QUIC, the QUIC interop runner's file protocol.
+//!
+//! The client sends `GET /path\r\n` and finishes; we answer with the file and finish. Files
+//! are streamed in chunks as flow control allows, never read whole.
+
+use std::fs::File;
+use std::io::Read;
+use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use quinn_proto::VarInt;
+
+use super::{Handler, Output};
+
+/// Stream reset codes (application errors), shaped after HTTP status codes.
+pub const BAD_REQUEST: VarInt = VarInt::from_u32(0x400);
+pub const FORBIDDEN: VarInt = VarInt::from_u32(0x403);
+pub const NOT_FOUND: VarInt = VarInt::from_u32(0x404);
+pub const INTERNAL_ERROR: VarInt = VarInt::from_u32(0x500);
+
+/// Longest request line we accept.
+const MAX_REQUEST: usize = 8 * 1024;
+/// File bytes read per chunk handed to quinn-proto.
+const CHUNK: usize = 64 * 1024;
+
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RequestError {
+    #[error("malformed request line")]
+    Malformed,
+    #[error("path leaves the document root")]
+    OutsideRoot,
+}
+
+impl RequestError {
+    fn code(&self) -> VarInt {
+        match self {
+            RequestError::Malformed => BAD_REQUEST,
+            RequestError::OutsideRoot => FORBIDDEN,
+        }
+    }
+}
+
+/// Parses an HTTP/0.9 request (`GET /path` up to CR/LF or the end) into a path relative to
+/// the document root, refusing anything that could leave it lexically (`..`, absolute paths,
+/// drive prefixes). Symlinks are checked when the file is opened.
+pub fn parse_request(request: &[u8]) -> Result<PathBuf, RequestError> {
+    let line_end = request
+        .iter()
+        .position(|&b| b == b'\r' || b == b'\n')
+        .unwrap_or(request.len());
+    let line = std::str::from_utf8(&request[..line_end]).map_err(|_| RequestError::Malformed)?;
+    let mut words = line.split_ascii_whitespace();
+    let (Some("GET"), Some(target), None) = (words.next(), words.next(), words.next()) else {
+        return Err(RequestError::Malformed);
+    };
+    let target = target.split(['?', '#']).next().unwrap_or_default();
+    // The target is root-relative: exactly one leading '/' is stripped; what remains must be
+    // relative ("//etc/passwd" is an absolute path in disguise).
+    let relative = target.strip_prefix('/').ok_or(RequestError::Malformed)?;
+    if relative.contains(['\0', '\\']) {
+        return Err(RequestError::Malformed);
+    }
+    let mut path = PathBuf::new();
+    for component in Path::new(relative).components() {
+        match component {
+            Component::Normal(part) => path.push(part),
+            Component::CurDir => {}
+            Component::ParentDir | Component::RootDir | Component::Prefix(_) => {
+                return Err(RequestError::OutsideRoot)
+            }
+        }
+    }
+    if path.as_os_str().is_empty() {
+        path.push("index.html");
+    }
+    Ok(path)
+}
+
+/// Opens `relative` under `root` (canonical), refusing symlinks that lead outside it.
+/// Returns the file and its length.
+fn open_under(root: &Path, relative: &Path) -> Result<(File, u64), VarInt> {
+    let full = root.join(relative);
+    let canonical = match full.canonicalize() {
+        Ok(p) => p,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(NOT_FOUND),
+        Err(_) => return Err(FORBIDDEN),
+    };
+    if !canonical.starts_with(root) {
+        return Err(FORBIDDEN);
+    }
+    let file = File::open(&canonical).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => NOT_FOUND,
+        _ => FORBIDDEN,
+    })?;
+    match file.metadata() {
+        Ok(m) if m.is_file() => Ok((file, m.len())),
+        Ok(_) => Err(NOT_FOUND),
+        Err(_) => Err(INTERNAL_ERROR),
+    }
+}
+
+enum State {
+    /// Collecting the request line.
+    Request(Vec<u8>),
+    /// Sending the file; `remaining` sizes the last chunk's buffer.
+    Sending {
+        file: File,
+        remaining: u64,
+    },
+    Done,
+    Failed(VarInt),
+}
+
+pub struct HqStream {
+    root: Arc<PathBuf>,
+    state: State,
+}
+
+impl HqStream {
+    pub fn new(root: Arc<PathBuf>) -> Self {
+        Self {
+            root,
+            state: State::Request(Vec::new()),
+        }
+    }
+
+    fn start(&mut self, request: &[u8]) {
+        self.state = match parse_request(request) {
+            Ok(path) => match open_under(&self.root, &path) {
+                Ok((file, len)) => State::Sending {
+                    file,
+                    remaining: len,
+                },
+                Err(code) => {
+                    tracing::debug!(path = %path.display(), code = code.into_inner(), "hq request refused");
+                    State::Failed(code)
+                }
+            },
+            Err(e) => {
+                tracing::debug!(error = %e, "hq request refused");
+                State::Failed(e.code())
+            }
+        };
+    }
+}
+
+impl Handler for HqStream {
+    fn wants_input(&self) -> bool {
+        // Only the request line matters; later bytes (if any) are read and dropped.
+        true
+    }
+
+    fn on_data(&mut self, data: Bytes) {
+        let State::Request(buf) = &mut self.state else {
+            return;
+        };
+        buf.extend_from_slice(&data);
+        if buf.contains(&b'\n') {
+            let request = std::mem::take(buf);
+            self.start(&request);
+        } else if buf.len() > MAX_REQUEST {
+            self.state = State::Failed(BAD_REQUEST);
+        }
+    }
+
+    fn on_fin(&mut self) {
+        if let State::Request(buf) = &mut self.state {
+            let request = std::mem::take(buf);
+            self.start(&request);
+        }
+    }
+
+    fn next_output(&mut self) -> Output {
+        match &mut self.state {
+            State::Request(_) => Output::Pending,
+            State::Failed(code) => Output::Reset(*code),
+            State::Done => Output::Finish,
+            State::Sending { file, remaining } => {
+                // A fresh buffer per chunk: quinn-proto keeps it until the peer acknowledges.
+                // Sized by what is left (at least 1 byte, to notice a file that grew or EOF).
+                let size = (*remaining).clamp(1, CHUNK as u64) as usize;
+                let mut chunk = BytesMut::zeroed(size);
+                match file.read(&mut chunk) {
+                    Ok(0) => {
+                        self.state = State::Done;
+                        Output::Finish
+                    }
+                    Ok(n) => {
+                        *remaining = remaining.saturating_sub(n as u64);
+                        chunk.truncate(n);
+                        Output::Chunk(chunk.freeze())
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "hq file read failed");
+                        self.state = State::Failed(INTERNAL_ERROR);
+                        Output::Reset(INTERNAL_ERROR)
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_plain_requests() {
+        assert_eq!(
+            parse_request(b"GET /index.html\r\n"),
+            Ok("index.html".into())
+        );
+        assert_eq!(parse_request(b"GET /a/b/c.bin"), Ok("a/b/c.bin".into()));
+        assert_eq!(parse_request(b"GET /a/./b\n"), Ok("a/b".into()));
+        assert_eq!(parse_request(b"GET /\r\n"), Ok("index.html".into()));
+        assert_eq!(parse_request(b"GET /x?query=1\r\n"), Ok("x".into()));
+    }
+
+    #[test]
+    fn refuses_paths_leaving_the_root() {
+        for req in [
+            &b"GET /../etc/passwd\r\n"[..],
+            b"GET /a/../../b\r\n",
+            b"GET //etc/passwd\r\n",
+            b"GET /..\r\n",
+        ] {
+            assert_eq!(
+                parse_request(req),
+                Err(RequestError::OutsideRoot),
+                "{}",
+                String::from_utf8_lossy(req)
+            );
+        }
+    }
+
+    #[test]
+    fn refuses_malformed_requests() {
+        for req in [
+            &b""[..],
+            b"\r\n",
+            b"POST /x\r\n",
+            b"GET\r\n",
+            b"GET x\r\n",
+            b"GET /a b\r\n",
+            b"GET /a\\b\r\n",
+            b"GET /\xff\r\n",
+        ] {
+            assert_eq!(
+                parse_request(req),
+                Err(RequestError::Malformed),
+                "{}",
+                String::from_utf8_lossy(req)
+            );
+        }
+    }
+
+    #[test]
+    fn symlink_out_of_root_is_forbidden() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        std::fs::create_dir(&root).unwrap();
+        std::fs::write(dir.path().join("secret"), b"s").unwrap();
+        std::fs::write(root.join("ok"), b"fine").unwrap();
+        #[cfg(unix)]
+        std::os::unix::fs::symlink(dir.path().join("secret"), root.join("link")).unwrap();
+        let root = root.canonicalize().unwrap();
+        assert!(open_under(&root, Path::new("ok")).is_ok());
+        assert_eq!(
+            open_under(&root, Path::new("missing")).unwrap_err(),
+            NOT_FOUND
+        );
+        #[cfg(unix)]
+        assert_eq!(open_under(&root, Path::new("link")).unwrap_err(), FORBIDDEN);
+    }
+}

@@ -1,0 +1,320 @@
+//! The daemon's TOML configuration: schema, defaults and validation.
+//!
+//! `config/quixd.toml` documents every field. Unknown fields are rejected; every error names
+//! the file, the line and the field.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+mod error;
+
+pub use error::{ConfigError, Location};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub server: Server,
+    #[serde(default)]
+    pub tls: Tls,
+    #[serde(default)]
+    pub transport: Transport,
+    #[serde(default)]
+    pub apps: Apps,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Server {
+    pub listen: Vec<SocketAddr>,
+    #[serde(default)]
+    pub backend: Backend,
+    #[serde(default)]
+    pub busy_poll: bool,
+    #[serde(default = "defaults::drain_timeout_ms")]
+    pub drain_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Backend {
+    #[default]
+    Socket,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tls {
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    #[serde(default = "defaults::dev_cert_names")]
+    pub dev_cert_names: Vec<String>,
+}
+
+impl Default for Tls {
+    fn default() -> Self {
+        Self {
+            cert: None,
+            key: None,
+            dev_cert_names: defaults::dev_cert_names(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Transport {
+    pub retry: bool,
+    pub stateless_reset_key: Option<ResetKey>,
+    pub resumption: bool,
+    pub zero_rtt: bool,
+    pub idle_timeout_ms: u64,
+    pub max_connections: usize,
+    pub congestion: Congestion,
+    pub initial_mtu: u16,
+    pub max_udp_payload_size: u16,
+    pub max_concurrent_bidi_streams: u32,
+    pub max_concurrent_uni_streams: u32,
+    pub stream_receive_window: u32,
+    pub receive_window: u32,
+    pub send_window: u64,
+}
+
+impl Default for Transport {
+    fn default() -> Self {
+        Self {
+            retry: false,
+            stateless_reset_key: None,
+            resumption: true,
+            zero_rtt: true,
+            idle_timeout_ms: 30_000,
+            max_connections: 10_000,
+            congestion: Congestion::Cubic,
+            initial_mtu: 1200,
+            max_udp_payload_size: 1452,
+            max_concurrent_bidi_streams: 100,
+            max_concurrent_uni_streams: 100,
+            stream_receive_window: 1_250_000,
+            receive_window: 15_000_000,
+            send_window: 15_000_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Congestion {
+    Cubic,
+    NewReno,
+    Bbr,
+}
+
+/// A 32-byte stateless reset key, written as 64 hex digits.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ResetKey(pub [u8; 32]);
+
+impl std::fmt::Debug for ResetKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ResetKey(..)")
+    }
+}
+
+impl<'de> Deserialize<'de> for ResetKey {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        parse_hex_key(&s)
+            .map(ResetKey)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+fn parse_hex_key(s: &str) -> Result<[u8; 32], String> {
+    let digits = s.as_bytes();
+    if digits.len() != 64 {
+        return Err(format!("expected 64 hex digits, found {}", digits.len()));
+    }
+    let nibble = |c: u8| match c {
+        b'0'..=b'9' => Ok(c - b'0'),
+        b'a'..=b'f' => Ok(c - b'a' + 10),
+        b'A'..=b'F' => Ok(c - b'A' + 10),
+        _ => Err(format!("`{}` is not a hex digit", c as char)),
+    };
+    let mut key = [0u8; 32];
+    for (i, pair) in digits.chunks(2).enumerate() {
+        key[i] = nibble(pair[0])? << 4 | nibble(pair[1])?;
+    }
+    Ok(key)
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Apps {
+    pub hq: Option<HqApp>,
+    pub perf: Option<AlpnOnly>,
+    pub echo: Option<AlpnOnly>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HqApp {
+    #[serde(default = "defaults::hq_alpn")]
+    pub alpn: Vec<String>,
+    pub root: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlpnOnly {
+    pub alpn: Vec<String>,
+}
+
+mod defaults {
+    pub fn drain_timeout_ms() -> u64 {
+        5000
+    }
+    pub fn dev_cert_names() -> Vec<String> {
+        vec!["localhost".into()]
+    }
+    pub fn hq_alpn() -> Vec<String> {
+        vec!["hq-interop".into(), "hq-29".into()]
+    }
+}
+
+impl Config {
+    /// Reads, parses and validates a config file. Relative paths in it are resolved against
+    /// the file's directory.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let src = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            file: path.to_owned(),
+            source,
+        })?;
+        Self::parse(path, &src)
+    }
+
+    /// Parses and validates `src`, naming `path` in errors.
+    pub fn parse(path: &Path, src: &str) -> Result<Self, ConfigError> {
+        let mut config: Config =
+            toml::from_str(src).map_err(|e| ConfigError::from_toml(path, src, &e))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        config.resolve_paths(base);
+        config.validate(path, src)?;
+        Ok(config)
+    }
+
+    fn resolve_paths(&mut self, base: &Path) {
+        let resolve = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        self.tls.cert.as_mut().map(resolve);
+        self.tls.key.as_mut().map(resolve);
+        if let Some(hq) = &mut self.apps.hq {
+            resolve(&mut hq.root);
+        }
+    }
+
+    /// Checks what types alone cannot: ranges, combinations and that named files exist.
+    fn validate(&self, path: &Path, src: &str) -> Result<(), ConfigError> {
+        let fail =
+            |field: &str, message: String| Err(ConfigError::at_field(path, src, field, message));
+        if self.server.listen.is_empty() {
+            return fail("server.listen", "at least one address is needed".into());
+        }
+        if self.tls.cert.is_some() != self.tls.key.is_some() {
+            let (present, missing) = if self.tls.cert.is_some() {
+                ("tls.cert", "tls.key")
+            } else {
+                ("tls.key", "tls.cert")
+            };
+            return fail(
+                present,
+                format!("needs `{missing}` too (or leave both out)"),
+            );
+        }
+        for (field, file) in [("tls.cert", &self.tls.cert), ("tls.key", &self.tls.key)] {
+            if let Some(file) = file {
+                if !file.is_file() {
+                    return fail(field, format!("{} is not a readable file", file.display()));
+                }
+            }
+        }
+        if self.tls.cert.is_none() && self.tls.dev_cert_names.is_empty() {
+            return fail(
+                "tls.dev_cert_names",
+                "needs at least one name when no certificate is given".into(),
+            );
+        }
+        let t = &self.transport;
+        if t.zero_rtt && !t.resumption {
+            return fail(
+                "transport.zero_rtt",
+                "0-RTT needs `resumption = true`".into(),
+            );
+        }
+        if !(1200..=65527).contains(&t.max_udp_payload_size) {
+            return fail(
+                "transport.max_udp_payload_size",
+                format!("{} is outside 1200..=65527", t.max_udp_payload_size),
+            );
+        }
+        if t.initial_mtu < 1200 || t.initial_mtu > t.max_udp_payload_size {
+            return fail(
+                "transport.initial_mtu",
+                format!(
+                    "{} is outside 1200..=max_udp_payload_size ({})",
+                    t.initial_mtu, t.max_udp_payload_size
+                ),
+            );
+        }
+        if t.idle_timeout_ms == 0 || t.idle_timeout_ms >= 1 << 62 {
+            return fail("transport.idle_timeout_ms", "must be at least 1 ms".into());
+        }
+        if t.max_connections == 0 {
+            return fail("transport.max_connections", "must be at least 1".into());
+        }
+        let apps: [(&str, Option<&Vec<String>>); 3] = [
+            ("apps.hq.alpn", self.apps.hq.as_ref().map(|a| &a.alpn)),
+            ("apps.perf.alpn", self.apps.perf.as_ref().map(|a| &a.alpn)),
+            ("apps.echo.alpn", self.apps.echo.as_ref().map(|a| &a.alpn)),
+        ];
+        if apps.iter().all(|(_, a)| a.is_none()) {
+            return fail(
+                "apps",
+                "no application is enabled: add [apps.hq], [apps.perf] or [apps.echo]".into(),
+            );
+        }
+        let mut seen: Vec<&str> = Vec::new();
+        for (field, alpns) in apps {
+            let Some(alpns) = alpns else { continue };
+            if alpns.is_empty() {
+                return fail(field, "needs at least one ALPN".into());
+            }
+            for alpn in alpns {
+                if alpn.is_empty() || alpn.len() > 255 {
+                    return fail(field, format!("ALPN `{alpn}` must be 1 to 255 bytes"));
+                }
+                if seen.contains(&alpn.as_str()) {
+                    return fail(
+                        field,
+                        format!("ALPN `{alpn}` is served by two applications"),
+                    );
+                }
+                seen.push(alpn);
+            }
+        }
+        if let Some(hq) = &self.apps.hq {
+            if !hq.root.is_dir() {
+                return fail(
+                    "apps.hq.root",
+                    format!("{} is not a directory", hq.root.display()),
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,139 @@
+use std::path::Path;
+
+use super::*;
+
+const FILE: &str = "/etc/quixd/test.toml";
+
+fn parse(src: &str) -> Result<Config, ConfigError> {
+    Config::parse(Path::new(FILE), src)
+}
+
+/// A valid minimal config whose document root exists.
+fn minimal() -> String {
+    format!(
+        "[server]\nlisten = [\"127.0.0.1:4433\"]\n\n[apps.hq]\nroot = \"{}\"\n",
+        std::env::temp_dir().display()
+    )
+}
+
+fn expect_error(src: &str, line: usize, field: &str, needle: &str) {
+    let err = parse(src).expect_err("config must be rejected");
+    let text = err.to_string();
+    assert_eq!(
+        err.location().map(|l| l.line),
+        Some(line),
+        "line in: {text}"
+    );
+    assert_eq!(err.field(), Some(field), "field in: {text}");
+    assert!(
+        text.starts_with(&format!("{FILE}:{line}:")),
+        "file:line prefix in: {text}"
+    );
+    assert!(
+        text.contains(&format!("`{field}`")),
+        "field named in: {text}"
+    );
+    assert!(text.contains(needle), "`{needle}` in: {text}");
+}
+
+#[test]
+fn example_config_is_valid() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/quixd.toml");
+    let config = Config::load(&path).unwrap();
+    assert_eq!(config.server.listen.len(), 2);
+    assert_eq!(config.server.backend, Backend::Socket);
+    let hq = config.apps.hq.unwrap();
+    assert_eq!(hq.alpn, ["hq-interop", "hq-29"]);
+    assert!(
+        hq.root.ends_with("config/www"),
+        "root is relative to the file: {hq:?}"
+    );
+    assert_eq!(config.transport.congestion, Congestion::Cubic);
+}
+
+#[test]
+fn defaults_fill_what_is_left_out() {
+    let config = parse(&minimal()).unwrap();
+    let t = config.transport;
+    assert!(!t.retry && t.resumption && t.zero_rtt);
+    assert_eq!((t.initial_mtu, t.max_udp_payload_size), (1200, 1452));
+    assert_eq!(config.server.drain_timeout_ms, 5000);
+    assert_eq!(config.tls.dev_cert_names, ["localhost"]);
+    assert!(config.apps.perf.is_none());
+}
+
+#[test]
+fn full_transport_section_parses() {
+    let src = minimal()
+        + "[transport]\nretry = true\ncongestion = \"new_reno\"\nstateless_reset_key = \""
+        + &"ab".repeat(32)
+        + "\"\nidle_timeout_ms = 1000\n[apps.perf]\nalpn = [\"perf\"]\n";
+    let config = parse(&src).unwrap();
+    assert!(config.transport.retry);
+    assert_eq!(config.transport.congestion, Congestion::NewReno);
+    assert_eq!(
+        config.transport.stateless_reset_key,
+        Some(ResetKey([0xab; 32]))
+    );
+    assert_eq!(config.apps.perf.unwrap().alpn, ["perf"]);
+}
+
+#[test]
+fn unknown_field_is_named_with_its_line() {
+    let src = minimal() + "[transport]\nretry = true\nretries = 3\n";
+    expect_error(&src, 8, "transport.retries", "unknown field `retries`");
+}
+
+#[test]
+fn wrong_type_is_named_with_its_line() {
+    let src = minimal() + "[transport]\n\nidle_timeout_ms = \"30s\"\n";
+    expect_error(&src, 8, "transport.idle_timeout_ms", "invalid type");
+}
+
+#[test]
+fn bad_enum_value_is_named() {
+    let src = minimal() + "[transport]\ncongestion = \"fast\"\n";
+    expect_error(&src, 7, "transport.congestion", "unknown variant `fast`");
+}
+
+#[test]
+fn bad_address_is_named() {
+    let src = "[server]\nlisten = [\"127.0.0.1:4433\", \"nowhere\"]\n";
+    expect_error(src, 2, "server.listen", "invalid socket address");
+}
+
+#[test]
+fn missing_required_field_is_named() {
+    let src = "[server]\nbusy_poll = true\n";
+    expect_error(src, 1, "server.listen", "missing field `listen`");
+}
+
+#[test]
+fn semantic_errors_point_at_the_field() {
+    let src = minimal() + "[transport]\ninitial_mtu = 1500\nmax_udp_payload_size = 1400\n";
+    expect_error(
+        &src,
+        7,
+        "transport.initial_mtu",
+        "outside 1200..=max_udp_payload_size",
+    );
+    let src = minimal() + "[transport]\nresumption = false\n";
+    expect_error(&src, 6, "transport.zero_rtt", "needs `resumption = true`");
+    let src = minimal() + "[transport]\nstateless_reset_key = \"abc\"\n";
+    expect_error(&src, 7, "transport.stateless_reset_key", "64 hex digits");
+    let src = "[server]\nlisten = [\"127.0.0.1:1\"]\n[apps.hq]\nroot = \"/does/not/exist\"\n";
+    expect_error(src, 4, "apps.hq.root", "is not a directory");
+    let src = minimal() + "[tls]\ncert = \"/does/not/exist.pem\"\n";
+    expect_error(&src, 7, "tls.cert", "needs `tls.key` too");
+    let src = minimal() + "[apps.echo]\nalpn = [\"hq-interop\"]\n";
+    expect_error(&src, 7, "apps.echo.alpn", "served by two applications");
+    let src = "[server]\nlisten = []\n[apps.echo]\nalpn = [\"echo\"]\n";
+    expect_error(src, 2, "server.listen", "at least one address");
+}
+
+#[test]
+fn syntax_error_has_a_line() {
+    let src = minimal() + "[transport\nretry = true\n";
+    let err = parse(&src).unwrap_err();
+    assert_eq!(err.location().map(|l| l.line), Some(6), "{err}");
+}

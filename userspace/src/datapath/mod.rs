@@ -1,0 +1,119 @@
+//! The boundary between the QUIC driver and the ways packets move.
+//!
+//! A backend receives datagrams in batches and lends each one to the driver as a borrowed slice,
+//! so the buffer can stay where the backend keeps it (a UMEM frame, a provided io_uring buffer,
+//! a socket receive buffer) and go back to its owner as soon as the batch is done. The driver
+//! makes the one copy quinn-proto's API forces (`Endpoint::handle` takes an owned `BytesMut`).
+//!
+//! Transmits go the other way in a [`TxBatch`]: a ring of reusable buffers that quinn-proto
+//! writes into directly (`poll_transmit` fills a `Vec<u8>`), each with its [`TxMeta`]. A backend
+//! sends from the front of the batch and consumes what it took; what it could not take yet stays
+//! queued for the next turn.
+//!
+//! Backends know nothing about QUIC; the driver knows nothing about sockets or frames.
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+#[cfg(target_os = "linux")]
+pub mod xdp;
+
+pub mod socket;
+
+mod batch;
+
+pub use batch::{TxBatch, TxSlot};
+
+/// Explicit Congestion Notification codepoint, as carried in the IP header's low two TOS bits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Ecn {
+    Ect0,
+    Ect1,
+    Ce,
+}
+
+impl Ecn {
+    /// Decodes the two ECN bits of a TOS / traffic-class byte.
+    pub fn from_bits(tos: u8) -> Option<Self> {
+        match tos & 0b11 {
+            0b10 => Some(Self::Ect0),
+            0b01 => Some(Self::Ect1),
+            0b11 => Some(Self::Ce),
+            _ => None,
+        }
+    }
+
+    /// The two ECN bits for a TOS / traffic-class byte.
+    pub fn bits(self) -> u8 {
+        match self {
+            Self::Ect0 => 0b10,
+            Self::Ect1 => 0b01,
+            Self::Ce => 0b11,
+        }
+    }
+}
+
+/// What a backend knows about one received datagram (or GRO batch of datagrams).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RxMeta {
+    /// The peer's address.
+    pub src: SocketAddr,
+    /// Our address the datagram was sent to, when the backend knows it (pktinfo, IP header).
+    pub dst_ip: Option<IpAddr>,
+    /// Our UDP port the datagram was sent to.
+    pub dst_port: u16,
+    pub ecn: Option<Ecn>,
+    /// Size of each datagram in the payload; the last one may be shorter. Equal to the payload
+    /// length when the payload is one datagram.
+    pub stride: usize,
+}
+
+/// Where and how to send one transmit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TxMeta {
+    pub dst: SocketAddr,
+    /// Our address to send from; `None` lets the backend choose (route lookup).
+    pub src_ip: Option<IpAddr>,
+    /// Our UDP port to send from: the port the peer has been talking to.
+    pub src_port: u16,
+    pub ecn: Option<Ecn>,
+    /// When set, the buffer holds several datagrams of this size (the last may be shorter), to
+    /// be sent as separate datagrams (GSO on sockets, one frame each on AF_XDP).
+    pub segment_size: Option<usize>,
+}
+
+/// Static facts about a backend that the driver's QUIC configuration depends on.
+#[derive(Clone, Debug)]
+pub struct Capabilities {
+    /// Most datagrams one transmit may hold (1 without GSO).
+    pub max_tx_segments: usize,
+    /// Whether sent datagrams may be fragmented by the IP layer. Path MTU discovery is only
+    /// safe when they cannot (DF set).
+    pub may_fragment: bool,
+    /// The local addresses this backend serves.
+    pub local_addrs: Vec<SocketAddr>,
+}
+
+/// One datapath backend. Batch-oriented and non-blocking except for [`Datapath::wait`].
+pub trait Datapath {
+    /// A short name for logs ("socket", "xdp", ...).
+    fn name(&self) -> &'static str;
+
+    fn capabilities(&self) -> Capabilities;
+
+    /// Receives at most one batch of datagrams without blocking and hands each to `rx` with its
+    /// payload borrowed from the backend's buffers. Returns how many payloads were handed over.
+    fn recv(&mut self, rx: &mut dyn FnMut(&RxMeta, &[u8])) -> io::Result<usize>;
+
+    /// Sends as much of `batch` as the backend can take now, consuming it from the front.
+    /// Datagrams the backend must drop (unroutable, too large) are consumed and counted there.
+    fn send(&mut self, batch: &mut TxBatch) -> io::Result<()>;
+
+    /// Blocks until a datagram may be ready to receive (or, with `tx_pending`, room to send),
+    /// or until `timeout` passes. `None` waits without limit.
+    fn wait(&mut self, timeout: Option<Duration>, tx_pending: bool) -> io::Result<()>;
+
+    /// The backend's counters, for logs and metrics.
+    fn counters(&self) -> Vec<(&'static str, u64)>;
+}

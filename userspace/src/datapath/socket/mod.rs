@@ -1,0 +1,256 @@
+//! The portable backend: kernel UDP sockets through quinn-udp (GSO, GRO, ECN, pktinfo).
+
+use std::io::{self, IoSliceMut};
+use std::net::{SocketAddr, UdpSocket};
+use std::time::Duration;
+
+use quinn_udp::{EcnCodepoint, RecvMeta, Transmit, UdpSocketState};
+use socket2::{Domain, Protocol, Socket, Type};
+
+use super::{Capabilities, Datapath, Ecn, RxMeta, TxBatch};
+
+mod wait;
+
+/// Datagram slots per socket per receive call (recvmmsg batch on Linux).
+const RX_SLOTS: usize = 32;
+/// Each slot holds one GRO batch, which the kernel caps at 64 KiB.
+const RX_SLOT_SIZE: usize = 1 << 16;
+/// Kernel socket buffers: large enough to ride out a burst while the driver is busy.
+const SOCKET_BUFFER_BYTES: usize = 4 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SocketError {
+    #[error("cannot create a UDP socket for {addr}: {source}")]
+    Create { addr: SocketAddr, source: io::Error },
+    #[error("cannot bind UDP {addr}: {source} (is another process using the port?)")]
+    Bind { addr: SocketAddr, source: io::Error },
+    #[error("cannot configure UDP socket {addr}: {source}")]
+    Configure { addr: SocketAddr, source: io::Error },
+}
+
+struct Endpoint {
+    socket: UdpSocket,
+    state: UdpSocketState,
+    local: SocketAddr,
+}
+
+/// Counters of the socket backend.
+#[derive(Debug, Default, Clone)]
+pub struct SocketCounters {
+    pub rx_datagrams: u64,
+    pub rx_bytes: u64,
+    pub rx_errors: u64,
+    pub tx_transmits: u64,
+    pub tx_bytes: u64,
+    /// Transmits for which no socket matches the source port and address family.
+    pub tx_no_socket: u64,
+    /// Transmits the kernel refused (other than "try again"); dropped like a lost packet.
+    pub tx_errors: u64,
+    pub tx_would_block: u64,
+}
+
+pub struct SocketDatapath {
+    endpoints: Vec<Endpoint>,
+    rx_bufs: Vec<Box<[u8]>>,
+    rx_meta: Vec<RecvMeta>,
+    /// Which socket to read first next time, so a busy socket cannot starve the others.
+    rx_next: usize,
+    counters: SocketCounters,
+}
+
+impl SocketDatapath {
+    /// Binds one non-blocking UDP socket per address.
+    pub fn bind(addrs: &[SocketAddr]) -> Result<Self, SocketError> {
+        let endpoints = addrs
+            .iter()
+            .map(|&addr| open(addr))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self {
+            endpoints,
+            rx_bufs: (0..RX_SLOTS)
+                .map(|_| vec![0u8; RX_SLOT_SIZE].into_boxed_slice())
+                .collect(),
+            rx_meta: vec![RecvMeta::default(); RX_SLOTS],
+            rx_next: 0,
+            counters: SocketCounters::default(),
+        })
+    }
+
+    pub fn socket_counters(&self) -> &SocketCounters {
+        &self.counters
+    }
+
+    /// The socket that serves `port` for destinations of `dst`'s family. A dual-stack IPv6
+    /// socket serves IPv4 peers too (they appear as IPv4-mapped addresses).
+    fn endpoint_for(&self, port: u16, dst: &SocketAddr) -> Option<usize> {
+        let family_match = |e: &Endpoint| e.local.is_ipv4() == dst.is_ipv4();
+        self.endpoints
+            .iter()
+            .position(|e| e.local.port() == port && family_match(e))
+            .or_else(|| self.endpoints.iter().position(|e| e.local.port() == port))
+    }
+}
+
+fn open(addr: SocketAddr) -> Result<Endpoint, SocketError> {
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))
+        .map_err(|source| SocketError::Create { addr, source })?;
+    let configure = |source| SocketError::Configure { addr, source };
+    if addr.is_ipv6() && addr.ip().is_unspecified() {
+        // "[::]:port" serves IPv4 too, like most servers expect.
+        socket.set_only_v6(false).map_err(configure)?;
+    }
+    socket
+        .bind(&addr.into())
+        .map_err(|source| SocketError::Bind { addr, source })?;
+    socket.set_nonblocking(true).map_err(configure)?;
+    let socket: UdpSocket = socket.into();
+    let state = UdpSocketState::new((&socket).into()).map_err(configure)?;
+    // Best effort: without privileges the kernel caps these at net.core.*mem_max.
+    let _ = state.set_recv_buffer_size((&socket).into(), SOCKET_BUFFER_BYTES);
+    let _ = state.set_send_buffer_size((&socket).into(), SOCKET_BUFFER_BYTES);
+    let local = socket.local_addr().map_err(configure)?;
+    Ok(Endpoint {
+        socket,
+        state,
+        local,
+    })
+}
+
+impl Datapath for SocketDatapath {
+    fn name(&self) -> &'static str {
+        "socket"
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            max_tx_segments: self
+                .endpoints
+                .iter()
+                .map(|e| e.state.max_gso_segments())
+                .min()
+                .unwrap_or(1),
+            may_fragment: self.endpoints.iter().any(|e| e.state.may_fragment()),
+            local_addrs: self.endpoints.iter().map(|e| e.local).collect(),
+        }
+    }
+
+    fn recv(&mut self, rx: &mut dyn FnMut(&RxMeta, &[u8])) -> io::Result<usize> {
+        let mut handed = 0;
+        let n_endpoints = self.endpoints.len();
+        for i in 0..n_endpoints {
+            let idx = (self.rx_next + i) % n_endpoints;
+            let ep = &self.endpoints[idx];
+            let mut slices: [IoSliceMut<'_>; RX_SLOTS] = {
+                let mut it = self.rx_bufs.iter_mut();
+                std::array::from_fn(|_| IoSliceMut::new(it.next().expect("RX_SLOTS buffers")))
+            };
+            let n = match ep
+                .state
+                .recv((&ep.socket).into(), &mut slices, &mut self.rx_meta)
+            {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    // ICMP errors surface here (e.g. ECONNREFUSED); they don't stop the socket.
+                    self.counters.rx_errors += 1;
+                    tracing::debug!(local = %ep.local, error = %e, "socket receive error");
+                    continue;
+                }
+            };
+            for (meta, buf) in self.rx_meta[..n].iter().zip(slices.iter()) {
+                let len = meta.len;
+                let stride = if meta.stride == 0 { len } else { meta.stride };
+                self.counters.rx_datagrams += len.div_ceil(stride.max(1)) as u64;
+                self.counters.rx_bytes += len as u64;
+                let rx_meta = RxMeta {
+                    src: meta.addr,
+                    dst_ip: meta.dst_ip,
+                    dst_port: ep.local.port(),
+                    ecn: meta.ecn.map(ecn_from_udp),
+                    stride,
+                };
+                rx(&rx_meta, &buf[..len]);
+                handed += 1;
+            }
+        }
+        self.rx_next = (self.rx_next + 1) % n_endpoints.max(1);
+        Ok(handed)
+    }
+
+    fn send(&mut self, batch: &mut TxBatch) -> io::Result<()> {
+        let mut done = 0;
+        for slot in batch.queued() {
+            let Some(idx) = self.endpoint_for(slot.meta.src_port, &slot.meta.dst) else {
+                self.counters.tx_no_socket += 1;
+                done += 1;
+                continue;
+            };
+            let ep = &self.endpoints[idx];
+            let transmit = Transmit {
+                destination: slot.meta.dst,
+                ecn: slot.meta.ecn.map(ecn_to_udp),
+                contents: &slot.buf,
+                segment_size: slot.meta.segment_size,
+                src_ip: slot.meta.src_ip,
+            };
+            match ep.state.try_send((&ep.socket).into(), &transmit) {
+                Ok(()) => {
+                    self.counters.tx_transmits += 1;
+                    self.counters.tx_bytes += slot.buf.len() as u64;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.counters.tx_would_block += 1;
+                    break;
+                }
+                Err(e) => {
+                    // quinn-udp already retries without GSO where the kernel refuses it; what
+                    // is left is a loss, which QUIC recovers from.
+                    self.counters.tx_errors += 1;
+                    tracing::debug!(dst = %slot.meta.dst, error = %e, "socket send error");
+                }
+            }
+            done += 1;
+        }
+        batch.consume(done);
+        Ok(())
+    }
+
+    fn wait(&mut self, timeout: Option<Duration>, tx_pending: bool) -> io::Result<()> {
+        wait::readable(
+            self.endpoints.iter().map(|e| &e.socket),
+            timeout,
+            tx_pending,
+        )
+    }
+
+    fn counters(&self) -> Vec<(&'static str, u64)> {
+        let c = &self.counters;
+        vec![
+            ("rx_datagrams", c.rx_datagrams),
+            ("rx_bytes", c.rx_bytes),
+            ("rx_errors", c.rx_errors),
+            ("tx_transmits", c.tx_transmits),
+            ("tx_bytes", c.tx_bytes),
+            ("tx_no_socket", c.tx_no_socket),
+            ("tx_errors", c.tx_errors),
+            ("tx_would_block", c.tx_would_block),
+        ]
+    }
+}
+
+fn ecn_from_udp(e: EcnCodepoint) -> Ecn {
+    match e {
+        EcnCodepoint::Ect0 => Ecn::Ect0,
+        EcnCodepoint::Ect1 => Ecn::Ect1,
+        EcnCodepoint::Ce => Ecn::Ce,
+    }
+}
+
+fn ecn_to_udp(e: Ecn) -> EcnCodepoint {
+    match e {
+        Ecn::Ect0 => EcnCodepoint::Ect0,
+        Ecn::Ect1 => EcnCodepoint::Ect1,
+        Ecn::Ce => EcnCodepoint::Ce,
+    }
+}

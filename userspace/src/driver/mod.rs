@@ -1,0 +1,480 @@
+//! The sans-IO core: one quinn-proto endpoint, its connections and their applications.
+//!
+//! The driver is a plain value, one per worker: feed it received datagrams and the time, and
+//! it fills a [`TxBatch`] with what to send. It never touches a socket or a clock; the loop in
+//! [`run`] does that with a [`Datapath`](crate::datapath::Datapath).
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use quinn_proto::crypto::rustls::HandshakeData;
+use quinn_proto::{
+    Connection, ConnectionHandle, DatagramEvent, EcnCodepoint, Endpoint, Event, ServerConfig,
+    Transmit, VarInt,
+};
+
+use crate::app::{Apps, Session};
+use crate::config::Config;
+use crate::datapath::{Capabilities, Ecn, RxMeta, TxBatch, TxMeta};
+
+mod quic;
+mod run;
+
+pub use quic::SetupError;
+pub use run::{run, RunOptions};
+
+/// Bytes of receive arena allocated at a time; datagrams are copied into it back to back so
+/// handing quinn-proto an owned `BytesMut` costs no allocation per datagram.
+const RX_ARENA: usize = 256 * 1024;
+
+/// Application close code sent to every connection at shutdown.
+pub const SHUTDOWN_CODE: VarInt = VarInt::from_u32(0);
+/// Application close code for a connection whose ALPN no application serves.
+const NO_APPLICATION: VarInt = VarInt::from_u32(0x0102);
+
+/// Counters of the driver, readable at any time (metrics, logs, tests).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct DriverCounters {
+    pub rx_datagrams: u64,
+    pub rx_bytes: u64,
+    pub tx_transmits: u64,
+    pub connections_accepted: u64,
+    /// Refused because `max_connections` was reached or the server is shutting down.
+    pub connections_refused: u64,
+    pub retries_sent: u64,
+    /// Incoming connections quinn-proto could not accept (bad token, bad packet, ...).
+    pub accept_errors: u64,
+    pub handshakes_completed: u64,
+    pub connections_closed: u64,
+    /// Connections closed because they negotiated no ALPN we serve.
+    pub no_application: u64,
+}
+
+struct Conn {
+    quic: Connection,
+    session: Option<Session>,
+    /// Our UDP port the peer talks to; every transmit leaves from it.
+    local_port: u16,
+    timer: Option<Instant>,
+    dirty: bool,
+    closing: bool,
+}
+
+/// State of a graceful shutdown.
+struct Drain {
+    deadline: Instant,
+    /// Whether the deadline passed and every connection was told to close.
+    expired: bool,
+}
+
+pub struct Driver {
+    endpoint: Endpoint,
+    server_config: Arc<ServerConfig>,
+    apps: Apps,
+    /// Indexed by `ConnectionHandle.0`, which quinn-proto keeps dense.
+    conns: Vec<Option<Conn>>,
+    live: usize,
+    timers: BTreeSet<(Instant, usize)>,
+    /// Connections with work to do (events, writes, transmits), each listed once.
+    dirty: Vec<usize>,
+    dirty_scratch: Vec<usize>,
+    rx_arena: BytesMut,
+    max_tx_segments: usize,
+    retry: bool,
+    max_connections: usize,
+    drain: Option<Drain>,
+    counters: DriverCounters,
+}
+
+impl Driver {
+    /// Builds the QUIC endpoint for a datapath with `caps`.
+    pub fn new(config: &Config, caps: &Capabilities) -> Result<Self, SetupError> {
+        let apps = Apps::from_config(&config.apps).map_err(SetupError::Root)?;
+        let max_tx_segments = caps.max_tx_segments.max(1);
+        let server_config = Arc::new(quic::server_config(config, apps.alpns(), max_tx_segments)?);
+        let endpoint_config = Arc::new(quic::endpoint_config(&config.transport)?);
+        // Path MTU discovery only where datagrams are never fragmented (DF set).
+        let endpoint = Endpoint::new(
+            endpoint_config,
+            Some(server_config.clone()),
+            !caps.may_fragment,
+            None,
+        );
+        Ok(Self {
+            endpoint,
+            server_config,
+            apps,
+            conns: Vec::new(),
+            live: 0,
+            timers: BTreeSet::new(),
+            dirty: Vec::new(),
+            dirty_scratch: Vec::new(),
+            rx_arena: BytesMut::with_capacity(RX_ARENA),
+            max_tx_segments,
+            retry: config.transport.retry,
+            max_connections: config.transport.max_connections,
+            drain: None,
+            counters: DriverCounters::default(),
+        })
+    }
+
+    pub fn counters(&self) -> &DriverCounters {
+        &self.counters
+    }
+
+    /// Open connections.
+    pub fn connections(&self) -> usize {
+        self.live
+    }
+
+    /// Feeds one received payload (one datagram, or several of `meta.stride` bytes each).
+    /// Stateless responses (Retry, version negotiation, refusals, resets) go into `tx`.
+    pub fn handle_datagrams(
+        &mut self,
+        now: Instant,
+        meta: &RxMeta,
+        payload: &[u8],
+        tx: &mut TxBatch,
+    ) {
+        let stride = if meta.stride == 0 {
+            payload.len()
+        } else {
+            meta.stride
+        };
+        for datagram in payload.chunks(stride.max(1)) {
+            self.handle_datagram(now, meta, datagram, tx);
+        }
+    }
+
+    fn handle_datagram(&mut self, now: Instant, meta: &RxMeta, datagram: &[u8], tx: &mut TxBatch) {
+        self.counters.rx_datagrams += 1;
+        self.counters.rx_bytes += datagram.len() as u64;
+        let data = self.copy_to_arena(datagram);
+        let ecn = meta.ecn.map(ecn_to_proto);
+        let local_port = meta.dst_port;
+        let endpoint = &mut self.endpoint;
+        let mut event = None;
+        tx.push_with(
+            |buf| match endpoint.handle(now, meta.src, meta.dst_ip, ecn, data, buf)? {
+                DatagramEvent::Response(t) => Some(tx_meta(&t, local_port)),
+                other => {
+                    event = Some(other);
+                    None
+                }
+            },
+        );
+        match event {
+            Some(DatagramEvent::ConnectionEvent(handle, ev)) => {
+                if let Some(conn) = self.conns.get_mut(handle.0).and_then(Option::as_mut) {
+                    conn.quic.handle_event(ev);
+                    mark_dirty(&mut self.dirty, handle.0, conn);
+                }
+            }
+            Some(DatagramEvent::NewConnection(incoming)) => {
+                self.on_incoming(now, incoming, local_port, tx)
+            }
+            Some(DatagramEvent::Response(_)) | None => {}
+        }
+    }
+
+    fn on_incoming(
+        &mut self,
+        now: Instant,
+        incoming: quinn_proto::Incoming,
+        local_port: u16,
+        tx: &mut TxBatch,
+    ) {
+        let endpoint = &mut self.endpoint;
+        if self.drain.is_some() || self.live >= self.max_connections {
+            self.counters.connections_refused += 1;
+            tx.push_with(|buf| Some(tx_meta(&endpoint.refuse(incoming, buf), local_port)));
+            return;
+        }
+        if self.retry && !incoming.remote_address_validated() {
+            let counters = &mut self.counters;
+            tx.push_with(|buf| match endpoint.retry(incoming, buf) {
+                Ok(t) => {
+                    counters.retries_sent += 1;
+                    Some(tx_meta(&t, local_port))
+                }
+                Err(e) => {
+                    // Only when the client already bears a Retry token: drop it silently.
+                    counters.accept_errors += 1;
+                    endpoint.ignore(e.into_incoming());
+                    None
+                }
+            });
+            return;
+        }
+        let server_config = self.server_config.clone();
+        let mut accepted = None;
+        tx.push_with(
+            |buf| match endpoint.accept(incoming, now, buf, Some(server_config)) {
+                Ok(pair) => {
+                    accepted = Some(pair);
+                    None
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e.cause, "incoming connection not accepted");
+                    e.response.map(|t| tx_meta(&t, local_port))
+                }
+            },
+        );
+        let Some((handle, quic)) = accepted else {
+            self.counters.accept_errors += 1;
+            return;
+        };
+        self.counters.connections_accepted += 1;
+        tracing::debug!(remote = %quic.remote_address(), id = handle.0, "connection accepted");
+        if self.conns.len() <= handle.0 {
+            self.conns.resize_with(handle.0 + 1, || None);
+        }
+        let conn = self.conns[handle.0].insert(Conn {
+            quic,
+            session: None,
+            local_port,
+            timer: None,
+            dirty: false,
+            closing: false,
+        });
+        self.live += 1;
+        mark_dirty(&mut self.dirty, handle.0, conn);
+    }
+
+    fn copy_to_arena(&mut self, datagram: &[u8]) -> BytesMut {
+        if self.rx_arena.capacity() < datagram.len() {
+            // Reclaims the old arena in place when quinn-proto has let go of all of it.
+            self.rx_arena.reserve(RX_ARENA.max(datagram.len()));
+        }
+        self.rx_arena.extend_from_slice(datagram);
+        self.rx_arena.split()
+    }
+
+    /// Runs expired timers and every connection with pending work, writing transmits to `tx`
+    /// until it is full. Connections cut short by a full batch stay pending
+    /// ([`Driver::has_pending_work`]).
+    pub fn process(&mut self, now: Instant, tx: &mut TxBatch) {
+        while let Some(&(at, idx)) = self.timers.first() {
+            if at > now {
+                break;
+            }
+            self.timers.pop_first();
+            if let Some(conn) = self.conns.get_mut(idx).and_then(Option::as_mut) {
+                conn.timer = None;
+                conn.quic.handle_timeout(now);
+                mark_dirty(&mut self.dirty, idx, conn);
+            }
+        }
+        if let Some(drain) = &mut self.drain {
+            if !drain.expired && now >= drain.deadline {
+                drain.expired = true;
+                tracing::info!(
+                    open = self.live,
+                    "drain time is up: closing remaining connections"
+                );
+                self.mark_all_dirty();
+            }
+        }
+        let mut work = std::mem::take(&mut self.dirty_scratch);
+        std::mem::swap(&mut work, &mut self.dirty);
+        for &idx in &work {
+            self.drive(now, idx, tx);
+        }
+        work.clear();
+        self.dirty_scratch = work;
+    }
+
+    /// One connection: endpoint events, application events, transmits, timer.
+    fn drive(&mut self, now: Instant, idx: usize, tx: &mut TxBatch) {
+        let Some(conn) = self.conns.get_mut(idx).and_then(Option::as_mut) else {
+            return;
+        };
+        conn.dirty = false;
+        let handle = ConnectionHandle(idx);
+        while let Some(ev) = conn.quic.poll_endpoint_events() {
+            if let Some(ev) = self.endpoint.handle_event(handle, ev) {
+                conn.quic.handle_event(ev);
+            }
+        }
+        while let Some(ev) = conn.quic.poll() {
+            match ev {
+                Event::HandshakeDataReady => {
+                    let alpn = conn
+                        .quic
+                        .crypto_session()
+                        .handshake_data()
+                        .and_then(|d| d.downcast::<HandshakeData>().ok())
+                        .and_then(|d| d.protocol);
+                    match alpn.as_deref().and_then(|a| self.apps.session(a)) {
+                        Some(mut session) => {
+                            session.accept_streams(&mut conn.quic);
+                            conn.session = Some(session);
+                        }
+                        None => {
+                            self.counters.no_application += 1;
+                            conn.quic.close(
+                                now,
+                                NO_APPLICATION,
+                                "no application for this ALPN".into(),
+                            );
+                            conn.closing = true;
+                        }
+                    }
+                }
+                Event::Connected => {
+                    self.counters.handshakes_completed += 1;
+                }
+                Event::ConnectionLost { reason } => {
+                    tracing::debug!(id = idx, %reason, "connection lost");
+                }
+                Event::Stream(ev) => {
+                    if let Some(session) = &mut conn.session {
+                        session.on_stream_event(&mut conn.quic, ev);
+                    }
+                }
+                Event::DatagramReceived | Event::DatagramsUnblocked => {}
+            }
+        }
+        if let Some(drain) = &self.drain {
+            let idle = conn
+                .session
+                .as_ref()
+                .is_none_or(|s| !s.has_active_streams());
+            if !conn.closing && (idle || drain.expired) {
+                conn.quic
+                    .close(now, SHUTDOWN_CODE, "server shutting down".into());
+                conn.closing = true;
+            }
+        }
+        let mut blocked = false;
+        loop {
+            if tx.is_full() {
+                blocked = true;
+                break;
+            }
+            let quic = &mut conn.quic;
+            let (local_port, segments) = (conn.local_port, self.max_tx_segments);
+            let queued = tx.push_with(|buf| {
+                quic.poll_transmit(now, segments, buf)
+                    .map(|t| tx_meta(&t, local_port))
+            });
+            if !queued {
+                break;
+            }
+            self.counters.tx_transmits += 1;
+        }
+        // Sending can retire connection IDs; let the endpoint know now.
+        while let Some(ev) = conn.quic.poll_endpoint_events() {
+            blocked = true;
+            if let Some(ev) = self.endpoint.handle_event(handle, ev) {
+                conn.quic.handle_event(ev);
+            }
+        }
+        let timer = conn.quic.poll_timeout();
+        if timer != conn.timer {
+            if let Some(old) = conn.timer {
+                self.timers.remove(&(old, idx));
+            }
+            if let Some(new) = timer {
+                self.timers.insert((new, idx));
+            }
+            conn.timer = timer;
+        }
+        if conn.quic.is_drained() {
+            if let Some(t) = conn.timer {
+                self.timers.remove(&(t, idx));
+            }
+            self.conns[idx] = None;
+            self.live -= 1;
+            self.counters.connections_closed += 1;
+        } else if blocked {
+            mark_dirty(&mut self.dirty, idx, conn);
+        }
+    }
+
+    fn mark_all_dirty(&mut self) {
+        for (idx, conn) in self.conns.iter_mut().enumerate() {
+            if let Some(conn) = conn {
+                mark_dirty(&mut self.dirty, idx, conn);
+            }
+        }
+    }
+
+    /// Whether a connection still has work that a full transmit batch cut short.
+    pub fn has_pending_work(&self) -> bool {
+        !self.dirty.is_empty()
+    }
+
+    /// When [`Driver::process`] must next run even if nothing arrives.
+    pub fn next_timeout(&self) -> Option<Instant> {
+        let timer = self.timers.first().map(|&(t, _)| t);
+        match &self.drain {
+            Some(d) if !d.expired => Some(timer.map_or(d.deadline, |t| t.min(d.deadline))),
+            _ => timer,
+        }
+    }
+
+    /// Starts a graceful shutdown: new connections are refused; connections are closed as
+    /// soon as they have no open streams, and all of them once `drain` has passed.
+    pub fn begin_shutdown(&mut self, now: Instant, drain: Duration) {
+        if self.drain.is_some() {
+            return;
+        }
+        tracing::info!(
+            open = self.live,
+            drain_ms = drain.as_millis() as u64,
+            "shutting down: refusing new connections, draining open streams"
+        );
+        self.drain = Some(Drain {
+            deadline: now + drain,
+            expired: false,
+        });
+        self.mark_all_dirty();
+    }
+
+    /// Whether a shutdown has finished: every connection closed and its close sent.
+    pub fn is_shut_down(&self) -> bool {
+        self.drain.is_some()
+            && self.dirty.is_empty()
+            && self
+                .conns
+                .iter()
+                .flatten()
+                .all(|c| c.closing || c.quic.is_closed())
+    }
+}
+
+fn mark_dirty(dirty: &mut Vec<usize>, idx: usize, conn: &mut Conn) {
+    if !conn.dirty {
+        conn.dirty = true;
+        dirty.push(idx);
+    }
+}
+
+fn tx_meta(t: &Transmit, local_port: u16) -> TxMeta {
+    TxMeta {
+        dst: t.destination,
+        src_ip: t.src_ip,
+        src_port: local_port,
+        ecn: t.ecn.map(ecn_from_proto),
+        segment_size: t.segment_size,
+    }
+}
+
+fn ecn_to_proto(e: Ecn) -> EcnCodepoint {
+    match e {
+        Ecn::Ect0 => EcnCodepoint::Ect0,
+        Ecn::Ect1 => EcnCodepoint::Ect1,
+        Ecn::Ce => EcnCodepoint::Ce,
+    }
+}
+
+fn ecn_from_proto(e: EcnCodepoint) -> Ecn {
+    match e {
+        EcnCodepoint::Ect0 => Ecn::Ect0,
+        EcnCodepoint::Ect1 => Ecn::Ect1,
+        EcnCodepoint::Ce => Ecn::Ce,
+    }
+}

@@ -1,0 +1,69 @@
+//! The event loop joining a [`Driver`] to a [`Datapath`]: receive a batch, process, send,
+//! sleep until the next datagram or timer.
+
+use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use super::Driver;
+use crate::datapath::{Datapath, TxBatch};
+
+/// The longest the loop sleeps, so a stop request is noticed promptly.
+const MAX_SLEEP: Duration = Duration::from_millis(100);
+
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Never sleep: poll the datapath continuously.
+    pub busy_poll: bool,
+    /// How long a graceful shutdown lets open streams finish.
+    pub drain_timeout: Duration,
+    /// Transmits queued per send call.
+    pub tx_batch: usize,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        Self {
+            busy_poll: false,
+            drain_timeout: Duration::from_secs(5),
+            tx_batch: 64,
+        }
+    }
+}
+
+/// Runs until `stop` is set and the graceful shutdown completes (or the drain time passes).
+pub fn run(
+    driver: &mut Driver,
+    datapath: &mut dyn Datapath,
+    stop: &AtomicBool,
+    opts: &RunOptions,
+) -> io::Result<()> {
+    // Each transmit buffer holds a full GSO batch of the largest datagrams.
+    let mut tx = TxBatch::new(opts.tx_batch, 64 * 1024);
+    loop {
+        let now = Instant::now();
+        if stop.load(Ordering::Relaxed) {
+            driver.begin_shutdown(now, opts.drain_timeout);
+        }
+        let received = datapath.recv(&mut |meta, payload| {
+            driver.handle_datagrams(now, meta, payload, &mut tx);
+        })?;
+        driver.process(now, &mut tx);
+        datapath.send(&mut tx)?;
+        if driver.is_shut_down() && tx.is_empty() {
+            return Ok(());
+        }
+        // A backend that could not take everything is waited on (for room), not spun on.
+        let tx_blocked = !tx.is_empty();
+        let busy = (received > 0 || driver.has_pending_work()) && !tx_blocked;
+        if busy || opts.busy_poll {
+            continue;
+        }
+        let timeout = driver.next_timeout().map_or(MAX_SLEEP, |t| {
+            t.saturating_duration_since(now).min(MAX_SLEEP)
+        });
+        if !timeout.is_zero() {
+            datapath.wait(Some(timeout), tx_blocked)?;
+        }
+    }
+}

@@ -1,0 +1,12 @@
+//! quixd: a QUIC server datapath. quinn-proto does QUIC; this crate moves its packets through
+//! XDP/AF_XDP, io_uring or kernel sockets, and serves a few built-in applications.
+//!
+//! Data flows one way: backend -> RX batch -> [`driver`] -> [`app`] -> driver -> TX batch ->
+//! backend. The driver and the apps never name a backend; a backend never names quinn-proto.
+
+pub mod app;
+pub mod config;
+pub mod daemon;
+pub mod datapath;
+pub mod driver;
+pub mod tls;

@@ -1,0 +1,55 @@
+//! Project automation: `cargo xtask <command>` (alias in `.cargo/config.toml`).
+//!
+//! Each group of subcommands lives in its own module; add new groups (e.g. `xdp`, `demo`,
+//! `bench`) as a module plus a variant of [`Command`].
+
+mod ebpf;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "xtask", about = "quixd project tasks")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Compile ebpf/quixd_xdp.c with clang and write the committed object ebpf/quixd_xdp.o.
+    BuildEbpf(ebpf::BuildArgs),
+    /// Rebuild the eBPF object into a temporary directory and fail if it differs from the
+    /// committed ebpf/quixd_xdp.o.
+    CheckEbpf(ebpf::BuildArgs),
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // `{:#}`: the whole cause chain on one line, no backtrace noise.
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::BuildEbpf(args) => ebpf::build(&args),
+        Command::CheckEbpf(args) => ebpf::check(&args),
+    }
+}
+
+/// The workspace root: the parent of this crate's directory.
+pub fn workspace_root() -> PathBuf {
+    let manifest_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest_dir
+        .parent()
+        .map(PathBuf::from)
+        .unwrap_or(manifest_dir)
+}
