@@ -10,3 +10,4 @@ pub mod daemon;
 pub mod datapath;
 pub mod driver;
 pub mod tls;
+pub mod wire;

@@ -1,3 +1,5 @@
-//! XDP/AF_XDP datapath: the eBPF steering program's loader and (later) the AF_XDP backend.
+//! XDP/AF_XDP datapath: the eBPF steering program's loader, the kernel's neighbour table, and
+//! (being built) the AF_XDP backend.
 
+pub mod neighbor;
 pub mod program;

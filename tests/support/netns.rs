@@ -1,0 +1,215 @@
+//! Test hosts in network namespaces, joined by a veth pair.
+//!
+//! `TestNet::new()` makes two namespaces, "server" and "client", with a veth pair between them
+//! and addresses from the benchmarking range (198.18.0.0/15) and fd00::/8. Names are unique per
+//! process and call, so tests can run in parallel. Everything is removed on drop, also when a
+//! test panics. Include it with `#[path = "../support/netns.rs"] mod netns;` (adjust the path).
+#![allow(dead_code)]
+
+use std::fs::File;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::os::fd::AsRawFd;
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+const CAP_NET_ADMIN: u32 = 12;
+const CAP_SYS_ADMIN: u32 = 21;
+const CAP_BPF: u32 = 39;
+const CAP_IPC_LOCK: u32 = 14;
+
+fn effective_capabilities() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix("CapEff:"))
+                .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Why this process cannot run the privileged tests (netns, XDP, AF_XDP), if it cannot.
+pub fn privilege_problem() -> Option<String> {
+    let caps = effective_capabilities();
+    let has = |cap: u32| caps & (1 << cap) != 0;
+    let missing: Vec<&str> = [
+        ("CAP_NET_ADMIN", has(CAP_NET_ADMIN)),
+        ("CAP_BPF", has(CAP_BPF) || has(CAP_SYS_ADMIN)),
+        ("CAP_SYS_ADMIN (setns)", has(CAP_SYS_ADMIN)),
+        ("CAP_IPC_LOCK (UMEM)", has(CAP_IPC_LOCK)),
+    ]
+    .into_iter()
+    .filter(|(_, ok)| !ok)
+    .map(|(name, _)| name)
+    .collect();
+    if !missing.is_empty() {
+        return Some(format!("needs {} (run as root)", missing.join(", ")));
+    }
+    if Command::new("ip").arg("-V").output().is_err() {
+        return Some("needs `ip` (Debian package iproute2)".into());
+    }
+    None
+}
+
+/// Returns true when the test may go on. Without privileges it prints why and returns false,
+/// unless `QUIXD_REQUIRE_PRIVILEGED=1`, which turns the missing privilege into a failure.
+pub fn privileged(test: &str) -> bool {
+    match privilege_problem() {
+        None => true,
+        Some(reason) => {
+            if std::env::var("QUIXD_REQUIRE_PRIVILEGED").is_ok_and(|v| v == "1") {
+                panic!("{test}: QUIXD_REQUIRE_PRIVILEGED=1 but the test {reason}");
+            }
+            eprintln!("skipping {test}: it {reason}");
+            false
+        }
+    }
+}
+
+/// Runs a command, panicking with its output when it fails.
+pub fn sh(args: &[&str]) -> Output {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {args:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn sh_quiet(args: &[&str]) {
+    let _ = Command::new(args[0]).args(&args[1..]).output();
+}
+
+/// Two namespaces joined by a veth pair.
+pub struct TestNet {
+    pub server_ns: String,
+    pub client_ns: String,
+    /// The veth end in the server namespace, and its peer in the client namespace.
+    pub server_if: String,
+    pub client_if: String,
+    pub server_v4: Ipv4Addr,
+    pub client_v4: Ipv4Addr,
+    pub server_v6: Ipv6Addr,
+    pub client_v6: Ipv6Addr,
+}
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+impl TestNet {
+    /// Creates the namespaces and the link, up, addressed, IPv6 DAD off, and TX checksum
+    /// offload off on the client's end so its UDP checksums arrive valid, as from a wire.
+    pub fn new() -> Self {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let id = format!("{:x}{:x}", std::process::id() & 0xfffff, n);
+        // Address octets from the process id and counter, inside 198.18.0.0/15.
+        let third = ((std::process::id() as u16).wrapping_mul(7).wrapping_add(n as u16)) % 250;
+        let net = TestNet {
+            server_ns: format!("qxs{id}"),
+            client_ns: format!("qxc{id}"),
+            server_if: format!("qxs{id}"),
+            client_if: format!("qxc{id}"),
+            server_v4: Ipv4Addr::new(198, 18, third as u8, 1),
+            client_v4: Ipv4Addr::new(198, 18, third as u8, 2),
+            server_v6: format!("fd00:{third:x}::1").parse().unwrap(),
+            client_v6: format!("fd00:{third:x}::2").parse().unwrap(),
+        };
+        // From here on, Drop cleans up whatever was made.
+        sh(&["ip", "netns", "add", &net.server_ns]);
+        sh(&["ip", "netns", "add", &net.client_ns]);
+        sh(&[
+            "ip", "link", "add", &net.server_if, "netns", &net.server_ns, "type", "veth", "peer",
+            "name", &net.client_if, "netns", &net.client_ns,
+        ]);
+        for (ns, ifname, v4, v6) in [
+            (&net.server_ns, &net.server_if, net.server_v4, net.server_v6),
+            (&net.client_ns, &net.client_if, net.client_v4, net.client_v6),
+        ] {
+            net.exec(ns, &["sysctl", "-qw", &format!("net.ipv6.conf.{ifname}.accept_dad=0")]);
+            net.exec(ns, &["ip", "addr", "add", &format!("{v4}/24"), "dev", ifname]);
+            net.exec(ns, &["ip", "addr", "add", &format!("{v6}/64"), "dev", ifname, "nodad"]);
+            net.exec(ns, &["ip", "link", "set", ifname, "up"]);
+            net.exec(ns, &["ip", "link", "set", "lo", "up"]);
+        }
+        net.exec(&net.client_ns, &["ethtool", "-K", &net.client_if, "tx", "off"]);
+        net.wait_link_up();
+        net
+    }
+
+    /// Runs a command inside namespace `ns`, panicking when it fails.
+    pub fn exec(&self, ns: &str, args: &[&str]) -> Output {
+        let mut full = vec!["ip", "netns", "exec", ns];
+        full.extend_from_slice(args);
+        sh(&full)
+    }
+
+    pub fn server(&self, args: &[&str]) -> Output {
+        self.exec(&self.server_ns, args)
+    }
+
+    pub fn client(&self, args: &[&str]) -> Output {
+        self.exec(&self.client_ns, args)
+    }
+
+    pub fn server_ip(&self, v6: bool) -> IpAddr {
+        if v6 {
+            self.server_v6.into()
+        } else {
+            self.server_v4.into()
+        }
+    }
+
+    /// Moves the calling thread into namespace `ns`. Sockets it creates afterwards live there.
+    /// Use it on a thread of its own (e.g. one that runs a client's runtime).
+    pub fn enter(ns: &str) {
+        let file = File::open(format!("/var/run/netns/{ns}"))
+            .unwrap_or_else(|e| panic!("cannot open namespace {ns}: {e}"));
+        // SAFETY: setns on a valid namespace fd changes only this thread's network namespace.
+        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "setns {ns}: {}", std::io::Error::last_os_error());
+    }
+
+    /// Runs `f` on a new thread inside the client namespace and returns its result.
+    pub fn in_client<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let ns = self.client_ns.clone();
+        std::thread::spawn(move || {
+            Self::enter(&ns);
+            f()
+        })
+        .join()
+        .unwrap_or_else(|e| std::panic::resume_unwind(e))
+    }
+
+    fn wait_link_up(&self) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            let out = self.server(&["ip", "-o", "link", "show", &self.server_if]);
+            if !String::from_utf8_lossy(&out.stdout).contains("NO-CARRIER") {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("veth {} did not come up", self.server_if);
+    }
+}
+
+impl Drop for TestNet {
+    fn drop(&mut self) {
+        // Deleting a namespace deletes its veth end, which deletes the peer and any XDP
+        // program attached to either.
+        sh_quiet(&["ip", "netns", "del", &self.server_ns]);
+        sh_quiet(&["ip", "netns", "del", &self.client_ns]);
+    }
+}
+
+impl Default for TestNet {
+    fn default() -> Self {
+        Self::new()
+    }
+}

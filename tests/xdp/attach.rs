@@ -1,0 +1,1 @@
+//! XDP tests: attach (being written).

@@ -1,0 +1,1 @@
+//! XDP tests: neighbor (being written).

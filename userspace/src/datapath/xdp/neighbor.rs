@@ -1,0 +1,1 @@
+//! Next-hop MAC addresses from the kernel routes and neighbour table, over netlink.
