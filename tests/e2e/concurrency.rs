@@ -11,9 +11,10 @@ use crate::harness::*;
 const CONNECTIONS: usize = 50;
 const STREAMS: usize = 5;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn fifty_connections_five_streams_each() {
-    let fx = Fixture::new();
+e2e_tests!(fifty_connections_five_streams_each(4));
+
+async fn fifty_connections_five_streams_each(t: Backend) {
+    let fx = Fixture::new(t);
     let seed = run_seed();
     let files: Arc<Vec<Vec<u8>>> = Arc::new(
         (0..STREAMS)
@@ -34,9 +35,10 @@ async fn fifty_connections_five_streams_each() {
         let mut set = JoinSet::new();
         for c in 0..CONNECTIONS {
             let (trust, files, barrier) = (trust.clone(), files.clone(), barrier.clone());
+            let client = fx.client.clone();
             set.spawn(async move {
                 let app = [ALPN_HQ, ALPN_ECHO, ALPN_PERF][c % 3];
-                let ep = client_endpoint(addr);
+                let ep = client.endpoint(addr);
                 let cfg = client_config(&trust, &[app], false);
                 let conn = connect(&ep, &cfg, addr).await;
                 if tokio::time::timeout(Duration::from_secs(60), barrier.wait())

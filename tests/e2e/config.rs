@@ -9,12 +9,24 @@ use crate::harness::*;
 
 const LIMIT: Duration = Duration::from_secs(20);
 
-/// A valid config, one entry per line (line N of the file is `lines[N - 1]`).
+// No `socket_netns` variant: its config is the socket one, and neither `check-config` nor a
+// rejected `run` touches the network.
+e2e_tests!(
+    [socket = Socket, xdp_skb = XdpSkb, xdp_driver = XdpDriver]
+    {
+        bad_configs_rejected_with_location,
+        valid_configs_pass_check_config,
+    }
+);
+
+/// A valid config for `fx`'s backend, one entry per line (line N of the file is
+/// `lines[N - 1]`). The XDP targets append their `[xdp]` table after line 21.
 fn base_lines(fx: &Fixture) -> Vec<String> {
-    vec![
+    let listen: Vec<String> = fx.listen_addrs().iter().map(|a| toml_str(a)).collect();
+    let mut lines: Vec<String> = vec![
         "[server]".into(),                                                   // 1
-        "listen = [\"127.0.0.1:0\"]".into(),                                 // 2
-        format!("backend = {}", toml_str(&backend())),                       // 3
+        format!("listen = [{}]", listen.join(", ")),                         // 2
+        format!("backend = {}", toml_str(fx.target.config_backend())),       // 3
         "drain_timeout_ms = 1000".into(),                                    // 4
         "".into(),                                                           // 5
         "[tls]".into(),                                                      // 6
@@ -33,7 +45,16 @@ fn base_lines(fx: &Fixture) -> Vec<String> {
         "".into(),                                                           // 19
         "[apps.perf]".into(),                                                // 20
         "alpn = [\"perf\"]".into(),                                          // 21
-    ]
+    ];
+    if let Some(x) = fx.xdp_section() {
+        lines.extend([
+            "".into(),
+            "[xdp]".into(),
+            format!("interface = {}", toml_str(&x.interface)),
+            format!("attach = {}", toml_str(&x.attach)),
+        ]);
+    }
+    lines
 }
 
 enum Edit {
@@ -198,27 +219,30 @@ fn judge(
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bad_configs_rejected_with_location() {
-    let fx = Fixture::new();
+async fn bad_configs_rejected_with_location(t: Backend) {
+    let fx = Fixture::new(t);
     bounded(Duration::from_secs(180), async {
         // Sanity: the unmodified base config is valid, so each failure below is the edit's.
         let base = fx.write_config_text(&(base_lines(&fx).join("\n") + "\n"));
-        let (st, err, _) = run_quixd(&[OsStr::new("check-config"), base.as_os_str()], LIMIT).await;
+        let (st, err, _) = fx
+            .run_quixd(&[OsStr::new("check-config"), base.as_os_str()], LIMIT)
+            .await;
         assert!(st.success(), "base config rejected ({st}): {err}");
 
         let mut failures = Vec::new();
         for case in cases() {
             let path = fx.write_config_text(&apply(base_lines(&fx), &case.edit));
-            let (st, err, _) =
-                run_quixd(&[OsStr::new("check-config"), path.as_os_str()], LIMIT).await;
+            let (st, err, _) = fx
+                .run_quixd(&[OsStr::new("check-config"), path.as_os_str()], LIMIT)
+                .await;
             failures.extend(judge("check-config", &path, &case, st, &err));
 
-            let (st, err, _) = run_quixd(
-                &[OsStr::new("run"), OsStr::new("--config"), path.as_os_str()],
-                LIMIT,
-            )
-            .await;
+            let (st, err, _) = fx
+                .run_quixd(
+                    &[OsStr::new("run"), OsStr::new("--config"), path.as_os_str()],
+                    LIMIT,
+                )
+                .await;
             failures.extend(judge("run --config", &path, &case, st, &err));
         }
         assert!(
@@ -231,9 +255,8 @@ async fn bad_configs_rejected_with_location() {
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn valid_configs_pass_check_config() {
-    let fx = Fixture::new();
+async fn valid_configs_pass_check_config(t: Backend) {
+    let fx = Fixture::new(t);
     let example: PathBuf = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/quixd.toml");
     let harness_cfg = fx.write_config(&fx.config());
     let mut dev = fx
@@ -250,8 +273,9 @@ async fn valid_configs_pass_check_config() {
 
     bounded(Duration::from_secs(60), async {
         for path in [&example, &harness_cfg, &dev_cfg, &newreno] {
-            let (st, err, out) =
-                run_quixd(&[OsStr::new("check-config"), path.as_os_str()], LIMIT).await;
+            let (st, err, out) = fx
+                .run_quixd(&[OsStr::new("check-config"), path.as_os_str()], LIMIT)
+                .await;
             assert!(
                 st.success(),
                 "check-config {} failed ({st}):\nstderr: {err}\nstdout: {out}\nconfig:\n{}",
@@ -261,8 +285,9 @@ async fn valid_configs_pass_check_config() {
         }
         // A file that does not exist is an error too.
         let missing = fx.dir.path().join("nope.toml");
-        let (st, err, _) =
-            run_quixd(&[OsStr::new("check-config"), missing.as_os_str()], LIMIT).await;
+        let (st, err, _) = fx
+            .run_quixd(&[OsStr::new("check-config"), missing.as_os_str()], LIMIT)
+            .await;
         assert!(
             !st.success(),
             "check-config on a missing file succeeded: {err}"

@@ -9,9 +9,10 @@ const NOT_FOUND: u64 = 0x404;
 const FORBIDDEN: u64 = 0x403;
 const BAD_REQUEST: u64 = 0x400;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn hq_error_codes_and_connection_survives() {
-    let fx = Fixture::new();
+e2e_tests!(hq_error_codes_and_connection_survives);
+
+async fn hq_error_codes_and_connection_survives(t: Backend) {
+    let fx = Fixture::new(t);
     let index = random_bytes(50_000, run_seed());
     fx.put("index.html", &index);
     fx.put("sub/inner.txt", b"inner");
@@ -85,7 +86,7 @@ async fn hq_error_codes_and_connection_survives() {
     let addr = d.addr();
 
     bounded(Duration::from_secs(60), async {
-        let (_ep, conn) = connect_alpn(&fx.trust(), ALPN_HQ, addr).await;
+        let (_ep, conn) = connect_alpn(&fx.client, &fx.trust(), ALPN_HQ, addr).await;
         let mut failures = Vec::new();
         for (name, req, want) in &cases {
             let got = raw_request(&conn, req).await;

@@ -7,8 +7,16 @@ use std::time::Duration;
 use crate::harness::*;
 use crate::relay::{PacketStats, Relay};
 
-async fn retry_case(retry: bool) -> PacketStats {
-    let fx = Fixture::new();
+e2e_tests!(
+    retry_enabled_connection_works_and_retry_is_sent,
+    retry_disabled_sends_no_retry,
+    zero_rtt_on_second_connection,
+    resumption_without_zero_rtt,
+    no_resumption_means_full_handshakes,
+);
+
+async fn retry_case(t: Backend, retry: bool) -> PacketStats {
+    let fx = Fixture::new(t);
     let data = random_bytes(200_000, run_seed());
     fx.put("f.bin", &data);
     let cfg = fx
@@ -17,8 +25,8 @@ async fn retry_case(retry: bool) -> PacketStats {
     let mut d = fx.start(&cfg).await;
     let addr = d.addr();
     let stats = bounded(Duration::from_secs(60), async {
-        let relay = Relay::start(addr).await;
-        let ep = client_endpoint(addr);
+        let relay = Relay::start(&fx.client, addr).await;
+        let ep = fx.client.endpoint(addr);
         // Fresh client config: no address-validation token from an earlier connection.
         let ccfg = client_config(&fx.trust(), &[ALPN_HQ], false);
         let conn = connect(&ep, &ccfg, relay.addr).await;
@@ -31,9 +39,8 @@ async fn retry_case(retry: bool) -> PacketStats {
     stats
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn retry_enabled_connection_works_and_retry_is_sent() {
-    let s = retry_case(true).await;
+async fn retry_enabled_connection_works_and_retry_is_sent(t: Backend) {
+    let s = retry_case(t, true).await;
     assert_eq!(
         s.server_retry, 1,
         "Retry packets seen with retry = true: {s:?}"
@@ -44,9 +51,8 @@ async fn retry_enabled_connection_works_and_retry_is_sent() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn retry_disabled_sends_no_retry() {
-    let s = retry_case(false).await;
+async fn retry_disabled_sends_no_retry(t: Backend) {
+    let s = retry_case(t, false).await;
     assert_eq!(
         s.server_retry, 0,
         "Retry packets seen with retry = false: {s:?}"
@@ -79,10 +85,10 @@ impl TwoConnections {
 
 /// First connection (full handshake), then a second one from the same endpoint and client
 /// config, which tries 0-RTT.
-async fn two_connections(resumption: bool, zero_rtt: bool) -> TwoConnections {
+async fn two_connections(t: Backend, resumption: bool, zero_rtt: bool) -> TwoConnections {
     // A ~5 KB certificate: a full handshake then needs several datagrams of Handshake data,
     // while a resumed one fits in the first (padded) datagram.
-    let fx = Fixture::with_cert(TestCert::localhost_padded(100));
+    let fx = Fixture::with_cert(t, TestCert::localhost_padded(100));
     let cert_len = fx.cert.der.len();
     assert!(
         cert_len > 4000,
@@ -97,8 +103,8 @@ async fn two_connections(resumption: bool, zero_rtt: bool) -> TwoConnections {
     let mut d = fx.start(&cfg).await;
     let addr = d.addr();
     let r = bounded(Duration::from_secs(60), async {
-        let relay = Relay::start(addr).await;
-        let ep = client_endpoint(addr);
+        let relay = Relay::start(&fx.client, addr).await;
+        let ep = fx.client.endpoint(addr);
         let ccfg = client_config(&fx.trust(), &[ALPN_HQ], true);
 
         let conn1 = connect(&ep, &ccfg, relay.addr).await;
@@ -118,17 +124,21 @@ async fn two_connections(resumption: bool, zero_rtt: bool) -> TwoConnections {
             .unwrap();
         let (zero_rtt_result, conn2) = match connecting.into_0rtt() {
             Ok((conn2, accepted)) => {
-                // The request goes out in 0-RTT packets, before the handshake completes.
-                let c = conn2.clone();
-                let req = tokio::spawn(async move { hq_request(&c, "/f.bin").await });
+                // The request is written here, before anything awaits the handshake, so it
+                // goes out in 0-RTT packets (a spawned task could run after the handshake).
+                let (mut send, mut recv) = conn2.open_bi().await.expect("0-RTT stream");
+                send.write_all(b"GET /f.bin\r\n")
+                    .await
+                    .expect("0-RTT write");
+                send.finish().expect("0-RTT finish");
                 let accepted = tokio::time::timeout(Duration::from_secs(10), accepted)
                     .await
                     .expect("ZeroRttAccepted did not resolve");
-                let got = req.await.unwrap();
                 if accepted {
+                    let got = recv.read_to_end(64 << 20).await;
                     match got {
-                        Outcome::Data(b) => assert_same_bytes(&b, &data, "GET sent in 0-RTT"),
-                        o => panic!("GET sent in 0-RTT: {}", o.describe()),
+                        Ok(b) => assert_same_bytes(&b, &data, "GET sent in 0-RTT"),
+                        Err(e) => panic!("GET sent in 0-RTT: {e}"),
                     }
                 }
                 (Some(accepted), conn2)
@@ -162,9 +172,8 @@ async fn two_connections(resumption: bool, zero_rtt: bool) -> TwoConnections {
     r
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn zero_rtt_on_second_connection() {
-    let r = two_connections(true, true).await;
+async fn zero_rtt_on_second_connection(t: Backend) {
+    let r = two_connections(t, true, true).await;
     assert!(
         !r.resumed(&r.first),
         "first handshake looks resumed: {}",
@@ -188,9 +197,8 @@ async fn zero_rtt_on_second_connection() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn resumption_without_zero_rtt() {
-    let r = two_connections(true, false).await;
+async fn resumption_without_zero_rtt(t: Backend) {
+    let r = two_connections(t, true, false).await;
     assert_eq!(
         r.zero_rtt, None,
         "zero_rtt = false, but the client could use 0-RTT"
@@ -212,9 +220,8 @@ async fn resumption_without_zero_rtt() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn no_resumption_means_full_handshakes() {
-    let r = two_connections(false, false).await;
+async fn no_resumption_means_full_handshakes(t: Backend) {
+    let r = two_connections(t, false, false).await;
     assert_eq!(
         r.zero_rtt, None,
         "resumption = false, but the client could use 0-RTT"

@@ -1,20 +1,24 @@
-//! Shared helpers for the end-to-end tests: a guard around a real `quixd` process, a config
-//! writer, test certificates, quinn client builders and small protocol clients (hq, perf, echo).
+//! Shared helpers for the end-to-end tests: the backends under test, a guard around a real
+//! `quixd` process, a config writer, test certificates, quinn client builders and small protocol
+//! clients (hq, perf, echo).
 //!
-//! Every test runs its own daemon, with its own temporary directory and `listen = [..:0]`; the
-//! actual port is parsed from the daemon's `listening addr=...` log line.
+//! Every test is an `async fn name(t: Backend)` and is instantiated once per backend by
+//! [`e2e_tests!`], which generates one module per backend (`socket::`, `socket_netns::`,
+//! `xdp_skb::`, `xdp_driver::`) with a `#[test]` each. [`run_e2e`] decides whether a variant can
+//! run here (privileges, XDP backend present) and runs it on its own tokio runtime.
 //!
-//! The datapath backend under test comes from `QUIXD_E2E_BACKEND` (default "socket"), so the
-//! whole suite can be re-run against another backend without code changes:
-//!
-//!     QUIXD_E2E_BACKEND=socket cargo test -p quixd --test e2e
+//! Every test runs its own daemon, with its own temporary directory and port 0 listeners; the
+//! actual ports are parsed from the daemon's `listening addr=...` log lines. For the netns
+//! backends the [`Fixture`] owns a [`TestNet`] (two namespaces joined by veth, removed when the
+//! fixture drops, also on panic): the daemon runs in the server namespace through
+//! `ip netns exec`, and every client socket is created in the client namespace.
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::future::Future;
 use std::io::{BufRead, BufReader, Read};
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -23,6 +27,8 @@ use std::time::{Duration, Instant};
 
 use quinn::crypto::rustls::QuicClientConfig;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+
+use crate::netns::{privileged, TestNet};
 
 /// The daemon binary: the one cargo built for this test target, unless `QUIXD_E2E_BIN` names
 /// another one.
@@ -33,10 +39,125 @@ pub fn quixd_bin() -> std::ffi::OsString {
 /// Time allowed for the daemon to start and report its listening addresses.
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// Datapath backend the suite runs against.
-pub fn backend() -> String {
-    std::env::var("QUIXD_E2E_BACKEND").unwrap_or_else(|_| "socket".to_string())
+// ---------------------------------------------------------------------------------------------
+// Backends under test
+// ---------------------------------------------------------------------------------------------
+
+/// Where and how a test runs the daemon: which datapath backend, and on which network.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// Kernel sockets on loopback (127.0.0.1, ::1), no privileges needed.
+    Socket,
+    /// Kernel sockets, but the daemon in a server namespace and the clients in a client
+    /// namespace, over veth: the network plumbing of the XDP targets without XDP.
+    SocketNetns,
+    /// AF_XDP, XDP program attached in SKB (generic) mode on the server's veth.
+    XdpSkb,
+    /// AF_XDP, XDP program attached in driver (native) mode on the server's veth.
+    XdpDriver,
 }
+
+impl Backend {
+    /// The name of the generated test module (`cargo test -p quixd --test e2e NAME`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Socket => "socket",
+            Backend::SocketNetns => "socket_netns",
+            Backend::XdpSkb => "xdp_skb",
+            Backend::XdpDriver => "xdp_driver",
+        }
+    }
+
+    /// `server.backend` in the daemon's config.
+    pub fn config_backend(self) -> &'static str {
+        match self {
+            Backend::Socket | Backend::SocketNetns => "socket",
+            Backend::XdpSkb | Backend::XdpDriver => "xdp",
+        }
+    }
+
+    /// `xdp.attach` in the daemon's config, for the XDP targets.
+    pub fn xdp_attach(self) -> Option<&'static str> {
+        match self {
+            Backend::Socket | Backend::SocketNetns => None,
+            Backend::XdpSkb => Some("skb"),
+            Backend::XdpDriver => Some("driver"),
+        }
+    }
+
+    pub fn is_xdp(self) -> bool {
+        self.xdp_attach().is_some()
+    }
+
+    /// Runs in network namespaces over veth (needs root).
+    pub fn uses_netns(self) -> bool {
+        self != Backend::Socket
+    }
+}
+
+/// Runs one backend's variant of a test (called by the functions [`e2e_tests!`] generates):
+/// skips it when the machine cannot run it, otherwise runs `test(target)` on a fresh
+/// multi-threaded tokio runtime with `workers` worker threads.
+pub fn run_e2e<F, Fut>(target: Backend, test_name: &str, workers: usize, test: F)
+where
+    F: FnOnce(Backend) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    if target.uses_netns() && !privileged(test_name) {
+        return;
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()
+        .expect("build tokio runtime");
+    rt.block_on(test(target));
+}
+
+/// Instantiates the listed tests of the calling module, each an `async fn NAME(t: Backend)`,
+/// once per backend: it generates one module per backend (`socket`, `socket_netns`, `xdp_skb`,
+/// `xdp_driver`), each holding a `#[test] fn NAME` that calls [`run_e2e`]. `NAME(4)` gives the
+/// test 4 tokio worker threads instead of 2. A leading `[module = Backend, ...]` list restricts
+/// the backends.
+///
+/// ```ignore
+/// e2e_tests!(hq_download_10mb_file_intact, fifty_connections_five_streams_each(4));
+/// e2e_tests!([socket = Socket, xdp_skb = XdpSkb] { bad_configs_rejected_with_location });
+/// ```
+macro_rules! e2e_tests {
+    (@module $m:ident $b:ident { $($name:ident $(($workers:literal))?),* $(,)? }) => {
+        mod $m {
+            $(
+                #[test]
+                fn $name() {
+                    $crate::harness::run_e2e(
+                        $crate::harness::Backend::$b,
+                        concat!(module_path!(), "::", stringify!($name)),
+                        $crate::harness::e2e_tests!(@workers $($workers)?),
+                        super::$name,
+                    );
+                }
+            )*
+        }
+    };
+    (@workers) => { 2 };
+    (@workers $w:literal) => { $w };
+    ([$($m:ident = $b:ident),* $(,)?] $tests:tt) => {
+        $( $crate::harness::e2e_tests!(@module $m $b $tests); )*
+    };
+    ($($tests:tt)*) => {
+        $crate::harness::e2e_tests!(
+            [
+                socket = Socket,
+                socket_netns = SocketNetns,
+                xdp_skb = XdpSkb,
+                xdp_driver = XdpDriver,
+            ]
+            { $($tests)* }
+        );
+    };
+}
+pub(crate) use e2e_tests;
 
 /// Log level passed to the daemon (`QUIXD_E2E_LOG_LEVEL`, default "info").
 fn log_level() -> String {
@@ -142,10 +263,18 @@ pub enum TlsSetup {
     DevCert,
 }
 
+/// The `[xdp]` table.
+#[derive(Clone, Debug)]
+pub struct XdpSection {
+    pub interface: String,
+    pub attach: String,
+}
+
 /// A daemon configuration, rendered to TOML by [`ServerConfig::render`].
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
     pub backend: String,
+    pub xdp: Option<XdpSection>,
     pub listen: Vec<String>,
     pub drain_timeout_ms: Option<u64>,
     pub tls: TlsSetup,
@@ -237,6 +366,12 @@ impl ServerConfig {
             writeln!(s, "[apps.echo]").unwrap();
             writeln!(s, "alpn = [\"echo\"]").unwrap();
         }
+        if let Some(x) = &self.xdp {
+            writeln!(s).unwrap();
+            writeln!(s, "[xdp]").unwrap();
+            writeln!(s, "interface = {}", toml_str(&x.interface)).unwrap();
+            writeln!(s, "attach = {}", toml_str(&x.attach)).unwrap();
+        }
         s
     }
 }
@@ -246,6 +381,8 @@ impl ServerConfig {
 // ---------------------------------------------------------------------------------------------
 
 pub struct Fixture {
+    /// The backend and network this test runs on.
+    pub target: Backend,
     pub dir: tempfile::TempDir,
     /// hq document root (`<dir>/www`).
     pub root: PathBuf,
@@ -253,14 +390,19 @@ pub struct Fixture {
     pub cert_path: PathBuf,
     pub key_path: PathBuf,
     configs: AtomicUsize,
+    /// Where this test's clients create their sockets.
+    pub client: ClientSide,
+    /// The namespaces of the netns targets; dropped (deleted) with the fixture. Declared last:
+    /// the tempdir goes first, the namespaces last.
+    pub net: Option<TestNet>,
 }
 
 impl Fixture {
-    pub fn new() -> Self {
-        Self::with_cert(TestCert::localhost())
+    pub fn new(target: Backend) -> Self {
+        Self::with_cert(target, TestCert::localhost())
     }
 
-    pub fn with_cert(cert: TestCert) -> Self {
+    pub fn with_cert(target: Backend, cert: TestCert) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("quixd-e2e-")
             .tempdir()
@@ -271,14 +413,59 @@ impl Fixture {
         let key_path = dir.path().join("key.pem");
         std::fs::write(&cert_path, &cert.cert_pem).unwrap();
         std::fs::write(&key_path, &cert.key_pem).unwrap();
+        let net = target.uses_netns().then(TestNet::new);
+        let client = match &net {
+            None => ClientSide::loopback(),
+            Some(n) => ClientSide {
+                ns: Some(n.client_ns.clone()),
+                v4: n.client_v4,
+                v6: n.client_v6,
+            },
+        };
         Fixture {
+            target,
             dir,
             root,
             cert,
             cert_path,
             key_path,
             configs: AtomicUsize::new(0),
+            client,
+            net,
         }
+    }
+
+    /// The server namespace, for the netns targets.
+    pub fn server_ns(&self) -> Option<&str> {
+        self.net.as_ref().map(|n| n.server_ns.as_str())
+    }
+
+    /// The default listen addresses: 127.0.0.1 on loopback; the server's veth addresses, v4
+    /// and v6, on the netns targets (so every netns test can also reach the daemon over IPv6).
+    /// All with port 0: the daemon logs the ports it got.
+    pub fn listen_addrs(&self) -> Vec<String> {
+        match &self.net {
+            None => vec!["127.0.0.1:0".to_string()],
+            Some(n) => vec![format!("{}:0", n.server_v4), format!("[{}]:0", n.server_v6)],
+        }
+    }
+
+    /// One IPv4 and one IPv6 listen address: `127.0.0.1` and `[::1]` on loopback.
+    pub fn dual_stack_listen(&self) -> Vec<String> {
+        match &self.net {
+            None => vec!["127.0.0.1:0".to_string(), "[::1]:0".to_string()],
+            Some(_) => self.listen_addrs(),
+        }
+    }
+
+    /// The `[xdp]` table for the XDP targets.
+    pub fn xdp_section(&self) -> Option<XdpSection> {
+        let attach = self.target.xdp_attach()?;
+        let net = self.net.as_ref().expect("XDP targets run in namespaces");
+        Some(XdpSection {
+            interface: net.server_if.clone(),
+            attach: attach.to_string(),
+        })
     }
 
     /// Writes `bytes` to `rel` under the document root, creating directories.
@@ -291,11 +478,13 @@ impl Fixture {
         p
     }
 
-    /// Default config: this fixture's cert, hq on `root`, perf and echo enabled, loopback v4.
+    /// Default config: this fixture's backend and cert, hq on `root`, perf and echo enabled,
+    /// listening on [`Fixture::listen_addrs`].
     pub fn config(&self) -> ServerConfig {
         ServerConfig {
-            backend: backend(),
-            listen: vec!["127.0.0.1:0".to_string()],
+            backend: self.target.config_backend().to_string(),
+            xdp: self.xdp_section(),
+            listen: self.listen_addrs(),
             drain_timeout_ms: None,
             tls: TlsSetup::Files {
                 cert: self.cert_path.clone(),
@@ -326,10 +515,20 @@ impl Fixture {
         Trust::Cert(self.cert.der.clone())
     }
 
-    /// Writes `cfg` and starts the daemon on it.
+    /// Writes `cfg` and starts the daemon on it (in the server namespace on netns targets).
     pub async fn start(&self, cfg: &ServerConfig) -> Daemon {
         let path = self.write_config(cfg);
-        Daemon::start(&path, cfg.listen.len()).await
+        Daemon::start(self.server_ns(), &path, cfg.listen.len()).await
+    }
+
+    /// Runs `quixd ARGS` to completion (in the server namespace on netns targets); see
+    /// [`run_quixd`].
+    pub async fn run_quixd(
+        &self,
+        args: &[&std::ffi::OsStr],
+        limit: Duration,
+    ) -> (ExitStatus, String, String) {
+        run_quixd(self.server_ns(), args, limit).await
     }
 }
 
@@ -409,10 +608,11 @@ fn spawn_reader<R: Read + Send + 'static>(
 }
 
 impl Daemon {
-    /// Starts `quixd run --config PATH` and waits until it logged `expect_listeners` listening
-    /// addresses.
-    pub async fn start(config: &Path, expect_listeners: usize) -> Daemon {
-        let mut child = Command::new(quixd_bin())
+    /// Starts `quixd run --config PATH` (inside network namespace `ns` if given, through
+    /// `ip netns exec`, which execs: the child's pid is quixd's) and waits until it logged
+    /// `expect_listeners` listening addresses.
+    pub async fn start(ns: Option<&str>, config: &Path, expect_listeners: usize) -> Daemon {
+        let mut child = quixd_command(ns)
             .arg("run")
             .arg("--config")
             .arg(config)
@@ -424,7 +624,7 @@ impl Daemon {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .unwrap_or_else(|e| panic!("spawn {:?}: {e}", quixd_bin()));
+            .unwrap_or_else(|e| panic!("spawn {:?} (namespace {ns:?}): {e}", quixd_bin()));
         let log = Arc::new(Mutex::new(Vec::new()));
         let readers = vec![
             spawn_reader(child.stderr.take().unwrap(), "", log.clone()),
@@ -470,9 +670,13 @@ impl Daemon {
         }
     }
 
-    /// First listening address.
+    /// The first IPv4 listening address (the first address if there is none).
     pub fn addr(&self) -> SocketAddr {
-        self.addrs[0]
+        *self
+            .addrs
+            .iter()
+            .find(|a| a.is_ipv4())
+            .unwrap_or(&self.addrs[0])
     }
 
     pub fn pid(&self) -> i32 {
@@ -552,10 +756,27 @@ impl Drop for Daemon {
     }
 }
 
-/// Runs the daemon binary to completion with `args` (e.g. `check-config FILE`), bounded by
-/// `limit`. Returns (exit status, stderr, stdout); panics on timeout (the process is killed).
-pub async fn run_quixd(args: &[&std::ffi::OsStr], limit: Duration) -> (ExitStatus, String, String) {
-    let child = tokio::process::Command::new(quixd_bin())
+/// A command running the daemon binary, inside network namespace `ns` if given.
+fn quixd_command(ns: Option<&str>) -> Command {
+    match ns {
+        None => Command::new(quixd_bin()),
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns]).arg(quixd_bin());
+            c
+        }
+    }
+}
+
+/// Runs the daemon binary to completion with `args` (e.g. `check-config FILE`), inside network
+/// namespace `ns` if given, bounded by `limit`. Returns (exit status, stderr, stdout); panics on
+/// timeout (the process is killed).
+pub async fn run_quixd(
+    ns: Option<&str>,
+    args: &[&std::ffi::OsStr],
+    limit: Duration,
+) -> (ExitStatus, String, String) {
+    let child = tokio::process::Command::from(quixd_command(ns))
         .args(args)
         .env("NO_COLOR", "1")
         .env_remove("RUST_LOG")
@@ -679,14 +900,71 @@ pub fn client_config_with_idle(
     cfg
 }
 
-/// A client endpoint on the loopback address of the same family as `server`.
-pub fn client_endpoint(server: SocketAddr) -> quinn::Endpoint {
-    let bind: SocketAddr = if server.is_ipv4() {
-        "127.0.0.1:0".parse().unwrap()
-    } else {
-        "[::1]:0".parse().unwrap()
-    };
-    quinn::Endpoint::client(bind).expect("bind client endpoint")
+/// Where a test's client sockets live: loopback in the test's own namespace, or the client
+/// namespace of a [`TestNet`]. Cheap to clone into tasks.
+#[derive(Clone, Debug)]
+pub struct ClientSide {
+    /// The client namespace; `None` for the test process's own.
+    pub ns: Option<String>,
+    pub v4: Ipv4Addr,
+    pub v6: Ipv6Addr,
+}
+
+impl ClientSide {
+    pub fn loopback() -> Self {
+        ClientSide {
+            ns: None,
+            v4: Ipv4Addr::LOCALHOST,
+            v6: Ipv6Addr::LOCALHOST,
+        }
+    }
+
+    /// The client's own address of the family of `peer`.
+    pub fn ip_for(&self, peer: SocketAddr) -> IpAddr {
+        if peer.is_ipv4() {
+            self.v4.into()
+        } else {
+            self.v6.into()
+        }
+    }
+
+    /// A non-blocking UDP socket on the client's address of `peer`'s family, port 0, created in
+    /// the client namespace (on a short-lived thread that entered it: a socket stays in the
+    /// namespace it was made in, whatever thread uses it later).
+    pub fn bind_udp(&self, peer: SocketAddr) -> std::net::UdpSocket {
+        let addr = SocketAddr::new(self.ip_for(peer), 0);
+        let sock = match &self.ns {
+            None => std::net::UdpSocket::bind(addr),
+            Some(ns) => {
+                let ns = ns.clone();
+                std::thread::spawn(move || {
+                    TestNet::enter(&ns);
+                    std::net::UdpSocket::bind(addr)
+                })
+                .join()
+                .unwrap_or_else(|e| std::panic::resume_unwind(e))
+            }
+        }
+        .unwrap_or_else(|e| panic!("bind client socket {addr} (namespace {:?}): {e}", self.ns));
+        sock.set_nonblocking(true).expect("set_nonblocking");
+        sock
+    }
+
+    /// A tokio UDP socket made by [`ClientSide::bind_udp`]. Needs a tokio runtime.
+    pub fn bind_tokio_udp(&self, peer: SocketAddr) -> tokio::net::UdpSocket {
+        tokio::net::UdpSocket::from_std(self.bind_udp(peer)).expect("tokio UdpSocket::from_std")
+    }
+
+    /// A quinn client endpoint able to reach `server`. Needs a tokio runtime.
+    pub fn endpoint(&self, server: SocketAddr) -> quinn::Endpoint {
+        quinn::Endpoint::new(
+            quinn::EndpointConfig::default(),
+            None,
+            self.bind_udp(server),
+            Arc::new(quinn::TokioRuntime),
+        )
+        .expect("client endpoint")
+    }
 }
 
 /// Connects (full handshake), bounded by 10 s.
@@ -705,13 +983,14 @@ pub async fn connect(
     }
 }
 
-/// Fresh endpoint + config + connection for one ALPN.
+/// Fresh endpoint (on `client`) + config + connection for one ALPN.
 pub async fn connect_alpn(
+    client: &ClientSide,
     trust: &Trust,
     alpn: &str,
     server: SocketAddr,
 ) -> (quinn::Endpoint, quinn::Connection) {
-    let ep = client_endpoint(server);
+    let ep = client.endpoint(server);
     let cfg = client_config(trust, &[alpn], false);
     let conn = connect(&ep, &cfg, server).await;
     assert_eq!(

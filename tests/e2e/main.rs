@@ -1,10 +1,27 @@
 //! End-to-end tests: each test runs the real `quixd` binary with its own config in a temporary
-//! directory (port 0 on loopback) and talks to it with a quinn client.
+//! directory (port 0 listeners) and talks to it with a quinn client, once per backend:
 //!
-//!     cargo test -p quixd --test e2e
-//!     QUIXD_E2E_BACKEND=socket QUIXD_E2E_LOG_LEVEL=debug cargo test -p quixd --test e2e
+//! - `socket`: kernel sockets on loopback;
+//! - `socket_netns`: kernel sockets, daemon in a server namespace, clients in a client
+//!   namespace, over veth (IPv4 and IPv6);
+//! - `xdp_skb`, `xdp_driver`: the AF_XDP backend on the server's veth, XDP attached in SKB or
+//!   driver mode, same network as `socket_netns`.
 //!
-//! See `harness.rs` for the daemon guard, config writer and client helpers.
+//! Each test file instantiates its tests per backend with `e2e_tests!`, so a test's name is
+//! `FILE::BACKEND::TEST` and a backend is selected with a filter:
+//!
+//!     cargo test -p quixd --test e2e                      # every backend
+//!     cargo test -p quixd --test e2e socket::             # loopback only
+//!     cargo test -p quixd --test e2e xdp_skb              # one backend
+//!     cargo test -p quixd --test e2e -- --skip xdp        # all but XDP
+//!     QUIXD_E2E_LOG_LEVEL=debug cargo test -p quixd --test e2e download::socket_netns
+//!
+//! The netns and XDP variants need root; without it they print why and pass, unless
+//! `QUIXD_REQUIRE_PRIVILEGED=1`. See `harness.rs` for the backends, the daemon guard, the
+//! config writer and the client helpers, and `../support/netns.rs` for the namespaces.
+
+#[path = "../support/netns.rs"]
+mod netns;
 
 mod harness;
 mod relay;

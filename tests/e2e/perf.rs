@@ -19,53 +19,61 @@ const CASES: &[(u64, usize)] = &[
     (MIB, 12_345),
 ];
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn perf_sizes_sequential_and_concurrent() {
-    let fx = Fixture::new();
+e2e_tests!(perf_sizes_sequential_and_concurrent, echo_sizes);
+
+/// Over every listening address: 127.0.0.1 on loopback, the server's veth v4 and v6 addresses
+/// on the netns targets.
+async fn perf_sizes_sequential_and_concurrent(t: Backend) {
+    let fx = Fixture::new(t);
     let mut d = fx.start(&fx.config()).await;
-    let addr = d.addr();
+    let addrs = d.addrs.clone();
 
     bounded(Duration::from_secs(180), async {
-        let (_ep, conn) = connect_alpn(&fx.trust(), ALPN_PERF, addr).await;
-        for &(down, up) in CASES {
-            let got = perf_request(&conn, down, up)
-                .await
-                .unwrap_or_else(|e| panic!("perf download={down} upload={up}: {e}"));
-            assert_eq!(
-                got, down,
-                "perf download={down} upload={up}: received length"
-            );
-        }
+        for addr in addrs {
+            let (_ep, conn) = connect_alpn(&fx.client, &fx.trust(), ALPN_PERF, addr).await;
+            for &(down, up) in CASES {
+                let got = perf_request(&conn, down, up)
+                    .await
+                    .unwrap_or_else(|e| panic!("perf via {addr} download={down} upload={up}: {e}"));
+                assert_eq!(
+                    got, down,
+                    "perf via {addr} download={down} upload={up}: received length"
+                );
+            }
 
-        // The same requests all at once on one connection.
-        let mut tasks = Vec::new();
-        for &(down, up) in CASES {
-            let conn = conn.clone();
-            tasks.push(tokio::spawn(async move {
-                (down, up, perf_request(&conn, down, up).await)
-            }));
+            // The same requests all at once on one connection.
+            let mut tasks = Vec::new();
+            for &(down, up) in CASES {
+                let conn = conn.clone();
+                tasks.push(tokio::spawn(async move {
+                    (down, up, perf_request(&conn, down, up).await)
+                }));
+            }
+            for t in tasks {
+                let (down, up, r) = t.await.unwrap();
+                let got = r.unwrap_or_else(|e| {
+                    panic!("concurrent perf via {addr} download={down} upload={up}: {e}")
+                });
+                assert_eq!(
+                    got, down,
+                    "concurrent perf via {addr} download={down} upload={up}"
+                );
+            }
+            conn.close(0u32.into(), b"done");
         }
-        for t in tasks {
-            let (down, up, r) = t.await.unwrap();
-            let got =
-                r.unwrap_or_else(|e| panic!("concurrent perf download={down} upload={up}: {e}"));
-            assert_eq!(got, down, "concurrent perf download={down} upload={up}");
-        }
-        conn.close(0u32.into(), b"done");
     })
     .await;
     d.assert_alive();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn echo_sizes() {
-    let fx = Fixture::new();
+async fn echo_sizes(t: Backend) {
+    let fx = Fixture::new(t);
     let mut d = fx.start(&fx.config()).await;
     let addr = d.addr();
     let seed = run_seed();
 
     bounded(Duration::from_secs(120), async {
-        let (_ep, conn) = connect_alpn(&fx.trust(), ALPN_ECHO, addr).await;
+        let (_ep, conn) = connect_alpn(&fx.client, &fx.trust(), ALPN_ECHO, addr).await;
         for (i, len) in [0usize, 1, 1000, 100_000, 4_000_000]
             .into_iter()
             .enumerate()

@@ -1,7 +1,10 @@
-//! A loopback UDP relay between a test client and the daemon that parses QUIC long headers as
-//! packets go by, so tests can observe what quinn's client API does not expose: Retry packets,
+//! A UDP relay between a test client and the daemon that parses QUIC long headers as packets go
+//! by, so tests can observe what quinn's client API does not expose: Retry packets,
 //! 0-RTT packets, and the amount of Handshake-level data the server sends (much smaller on a
 //! resumed handshake, which carries no Certificate/CertificateVerify).
+//!
+//! The relay lives where the client does ([`ClientSide`]): on loopback, or in the client
+//! namespace of the netns targets, in which case it reaches the daemon over the veth.
 #![allow(dead_code)]
 
 use std::collections::HashMap;
@@ -9,6 +12,8 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use tokio::net::UdpSocket;
+
+use crate::harness::ClientSide;
 
 #[derive(Clone, Debug, Default)]
 pub struct PacketStats {
@@ -110,14 +115,11 @@ pub fn tally(mut d: &[u8], from_server: bool, s: &mut PacketStats) {
 }
 
 impl Relay {
-    /// Starts a relay in front of `server`; clients connect to `relay.addr`.
-    pub async fn start(server: SocketAddr) -> Relay {
-        let bind = if server.is_ipv4() {
-            "127.0.0.1:0"
-        } else {
-            "[::1]:0"
-        };
-        let front = Arc::new(UdpSocket::bind(bind).await.expect("bind relay"));
+    /// Starts a relay on `client`'s side in front of `server`; clients (on the same side)
+    /// connect to `relay.addr`.
+    pub async fn start(client: &ClientSide, server: SocketAddr) -> Relay {
+        let client = client.clone();
+        let front = Arc::new(client.bind_tokio_udp(server));
         let addr = front.local_addr().unwrap();
         let stats = Arc::new(Mutex::new(PacketStats::default()));
         let st = stats.clone();
@@ -135,7 +137,7 @@ impl Relay {
                 let up = match upstreams.get(&from) {
                     Some(u) => u.clone(),
                     None => {
-                        let u = Arc::new(UdpSocket::bind(bind).await.expect("bind upstream"));
+                        let u = Arc::new(client.bind_tokio_udp(server));
                         u.connect(server).await.expect("connect upstream");
                         let (u2, front2, st2) = (u.clone(), front.clone(), st.clone());
                         back_tasks.push(AbortOnDrop(tokio::spawn(async move {

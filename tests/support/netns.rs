@@ -109,7 +109,10 @@ impl TestNet {
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let id = format!("{:x}{:x}", std::process::id() & 0xfffff, n);
         // Address octets from the process id and counter, inside 198.18.0.0/15.
-        let third = ((std::process::id() as u16).wrapping_mul(7).wrapping_add(n as u16)) % 250;
+        let third = ((std::process::id() as u16)
+            .wrapping_mul(7)
+            .wrapping_add(n as u16))
+            % 250;
         let net = TestNet {
             server_ns: format!("qxs{id}"),
             client_ns: format!("qxc{id}"),
@@ -124,20 +127,55 @@ impl TestNet {
         sh(&["ip", "netns", "add", &net.server_ns]);
         sh(&["ip", "netns", "add", &net.client_ns]);
         sh(&[
-            "ip", "link", "add", &net.server_if, "netns", &net.server_ns, "type", "veth", "peer",
-            "name", &net.client_if, "netns", &net.client_ns,
+            "ip",
+            "link",
+            "add",
+            &net.server_if,
+            "netns",
+            &net.server_ns,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &net.client_if,
+            "netns",
+            &net.client_ns,
         ]);
         for (ns, ifname, v4, v6) in [
             (&net.server_ns, &net.server_if, net.server_v4, net.server_v6),
             (&net.client_ns, &net.client_if, net.client_v4, net.client_v6),
         ] {
-            net.exec(ns, &["sysctl", "-qw", &format!("net.ipv6.conf.{ifname}.accept_dad=0")]);
-            net.exec(ns, &["ip", "addr", "add", &format!("{v4}/24"), "dev", ifname]);
-            net.exec(ns, &["ip", "addr", "add", &format!("{v6}/64"), "dev", ifname, "nodad"]);
+            net.exec(
+                ns,
+                &[
+                    "sysctl",
+                    "-qw",
+                    &format!("net.ipv6.conf.{ifname}.accept_dad=0"),
+                ],
+            );
+            net.exec(
+                ns,
+                &["ip", "addr", "add", &format!("{v4}/24"), "dev", ifname],
+            );
+            net.exec(
+                ns,
+                &[
+                    "ip",
+                    "addr",
+                    "add",
+                    &format!("{v6}/64"),
+                    "dev",
+                    ifname,
+                    "nodad",
+                ],
+            );
             net.exec(ns, &["ip", "link", "set", ifname, "up"]);
             net.exec(ns, &["ip", "link", "set", "lo", "up"]);
         }
-        net.exec(&net.client_ns, &["ethtool", "-K", &net.client_if, "tx", "off"]);
+        net.exec(
+            &net.client_ns,
+            &["ethtool", "-K", &net.client_if, "tx", "off"],
+        );
         net.wait_link_up();
         net
     }
@@ -162,6 +200,14 @@ impl TestNet {
             self.server_v6.into()
         } else {
             self.server_v4.into()
+        }
+    }
+
+    pub fn client_ip(&self, v6: bool) -> IpAddr {
+        if v6 {
+            self.client_v6.into()
+        } else {
+            self.client_v4.into()
         }
     }
 

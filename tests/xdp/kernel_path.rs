@@ -20,7 +20,9 @@ fn udp_crosses_between_namespaces_v4_and_v6() {
         })
         .join()
         .unwrap();
-        server.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        server
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
         let to = server.local_addr().unwrap();
         net.in_client(move || {
             let bind: SocketAddr = if v6 { "[::]:0" } else { "0.0.0.0:0" }.parse().unwrap();
@@ -28,8 +30,17 @@ fn udp_crosses_between_namespaces_v4_and_v6() {
             s.send_to(b"hello", to).unwrap();
         });
         let mut buf = [0u8; 16];
-        let (n, from) = server.recv_from(&mut buf).expect("datagram from the client namespace");
+        let (n, from) = server
+            .recv_from(&mut buf)
+            .expect("datagram from the client namespace");
         assert_eq!(&buf[..n], b"hello");
-        assert_eq!(from.ip(), if v6 { net.client_v6.into() } else { std::net::IpAddr::from(net.client_v4) });
+        assert_eq!(
+            from.ip(),
+            if v6 {
+                net.client_v6.into()
+            } else {
+                std::net::IpAddr::from(net.client_v4)
+            }
+        );
     }
 }

@@ -8,5 +8,6 @@
 mod netns;
 
 mod attach;
+mod datapath;
 mod kernel_path;
 mod neighbor;

@@ -12,6 +12,11 @@ use crate::driver::{self, Driver, RunOptions, SetupError};
 pub enum DaemonError {
     #[error(transparent)]
     Socket(#[from] SocketError),
+    #[cfg(target_os = "linux")]
+    #[error(transparent)]
+    Xdp(#[from] crate::datapath::xdp::XdpError),
+    #[error("backend `{0}` is not available on this platform")]
+    Unsupported(&'static str),
     #[error(transparent)]
     Setup(#[from] SetupError),
     #[error("datapath failed: {0}")]
@@ -20,7 +25,7 @@ pub enum DaemonError {
 
 /// A datapath and driver ready to run.
 pub struct Daemon {
-    pub datapath: Box<dyn Datapath + Send>,
+    pub datapath: Box<dyn Datapath>,
     pub driver: Driver,
     pub options: RunOptions,
 }
@@ -28,8 +33,9 @@ pub struct Daemon {
 impl Daemon {
     /// Binds the datapath and builds the QUIC endpoint.
     pub fn new(config: &Config) -> Result<Self, DaemonError> {
-        let datapath: Box<dyn Datapath + Send> = match config.server.backend {
+        let datapath: Box<dyn Datapath> = match config.server.backend {
             Backend::Socket => Box::new(SocketDatapath::bind(&config.server.listen)?),
+            Backend::Xdp => open_xdp(config)?,
         };
         let caps = datapath.capabilities();
         let driver = Driver::new(config, &caps)?;
@@ -68,4 +74,42 @@ impl Daemon {
         );
         Ok(())
     }
+}
+
+#[cfg(target_os = "linux")]
+fn open_xdp(config: &Config) -> Result<Box<dyn Datapath>, DaemonError> {
+    use crate::config::{XdpAttach, ZeroCopy};
+    use crate::datapath::xdp::program::AttachMode;
+    use crate::datapath::xdp::xsk::{CopyMode, XskSizes};
+    use crate::datapath::xdp::{XdpDatapath, XdpSettings};
+
+    let x = config
+        .xdp
+        .as_ref()
+        .expect("validated: backend xdp has an [xdp] table");
+    let settings = XdpSettings {
+        interface: x.interface.clone(),
+        queues: x.queues.clone(),
+        attach: match x.attach {
+            XdpAttach::Auto => AttachMode::Auto,
+            XdpAttach::Driver => AttachMode::Driver,
+            XdpAttach::Skb => AttachMode::Skb,
+        },
+        copy_mode: match x.zero_copy {
+            ZeroCopy::Auto => CopyMode::Auto,
+            ZeroCopy::On => CopyMode::ZeroCopy,
+            ZeroCopy::Off => CopyMode::Copy,
+        },
+        sizes: XskSizes {
+            frames: x.frames,
+            ring: x.ring_size,
+        },
+        listen: config.server.listen.clone(),
+    };
+    Ok(Box::new(XdpDatapath::open(&settings)?))
+}
+
+#[cfg(not(target_os = "linux"))]
+fn open_xdp(_: &Config) -> Result<Box<dyn Datapath>, DaemonError> {
+    Err(DaemonError::Unsupported("xdp"))
 }

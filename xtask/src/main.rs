@@ -4,6 +4,8 @@
 //! `bench`) as a module plus a variant of [`Command`].
 
 mod ebpf;
+#[cfg(target_os = "linux")]
+mod xdp;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -25,6 +27,10 @@ enum Command {
     /// Rebuild the eBPF object into a temporary directory and fail if it differs from the
     /// committed ebpf/quixd_xdp.o.
     CheckEbpf(ebpf::BuildArgs),
+    /// Operate the XDP steering program: load (attach and pin in bpffs), status, unload,
+    /// hold (attach until killed).
+    #[cfg(target_os = "linux")]
+    Xdp(xdp::XdpArgs),
 }
 
 fn main() -> ExitCode {
@@ -42,6 +48,8 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::BuildEbpf(args) => ebpf::build(&args),
         Command::CheckEbpf(args) => ebpf::check(&args),
+        #[cfg(target_os = "linux")]
+        Command::Xdp(args) => xdp::run(args),
     }
 }
 

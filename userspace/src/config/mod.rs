@@ -22,6 +22,8 @@ pub struct Config {
     pub transport: Transport,
     #[serde(default)]
     pub apps: Apps,
+    #[serde(default)]
+    pub xdp: Option<Xdp>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -41,6 +43,49 @@ pub struct Server {
 pub enum Backend {
     #[default]
     Socket,
+    /// AF_XDP sockets fed by our XDP program on `[xdp] interface` (Linux).
+    Xdp,
+}
+
+/// Settings of the XDP/AF_XDP backend.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Xdp {
+    /// The interface to attach to and receive from.
+    pub interface: String,
+    /// RX queues to serve; empty means every queue the interface has.
+    #[serde(default)]
+    pub queues: Vec<u32>,
+    #[serde(default)]
+    pub attach: XdpAttach,
+    #[serde(default)]
+    pub zero_copy: ZeroCopy,
+    /// UMEM frames (2 KiB each) per queue.
+    #[serde(default = "defaults::xdp_frames")]
+    pub frames: u32,
+    /// Entries in each AF_XDP ring (power of two; the fill ring gets twice this).
+    #[serde(default = "defaults::xdp_ring_size")]
+    pub ring_size: u32,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum XdpAttach {
+    /// Driver (native) mode, falling back to SKB (generic) mode.
+    #[default]
+    Auto,
+    Driver,
+    Skb,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ZeroCopy {
+    /// Zero-copy when the driver supports it, copy mode otherwise.
+    #[default]
+    Auto,
+    On,
+    Off,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -176,6 +221,12 @@ mod defaults {
     pub fn dev_cert_names() -> Vec<String> {
         vec!["localhost".into()]
     }
+    pub fn xdp_frames() -> u32 {
+        4096
+    }
+    pub fn xdp_ring_size() -> u32 {
+        2048
+    }
     pub fn hq_alpn() -> Vec<String> {
         vec!["hq-interop".into(), "hq-29".into()]
     }
@@ -303,6 +354,35 @@ impl Config {
                 }
                 seen.push(alpn);
             }
+        }
+        match (&self.server.backend, &self.xdp) {
+            (Backend::Xdp, None) => {
+                return fail(
+                    "server.backend",
+                    "`xdp` needs an [xdp] table with `interface`".into(),
+                )
+            }
+            (_, Some(x)) => {
+                if x.interface.is_empty() {
+                    return fail("xdp.interface", "must name an interface".into());
+                }
+                if !x.ring_size.is_power_of_two() || x.ring_size < 64 {
+                    return fail(
+                        "xdp.ring_size",
+                        format!("{} is not a power of two >= 64", x.ring_size),
+                    );
+                }
+                if x.frames < 2 * x.ring_size {
+                    return fail(
+                        "xdp.frames",
+                        format!(
+                            "{} is less than twice ring_size ({})",
+                            x.frames, x.ring_size
+                        ),
+                    );
+                }
+            }
+            _ => {}
         }
         if let Some(hq) = &self.apps.hq {
             if !hq.root.is_dir() {

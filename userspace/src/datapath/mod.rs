@@ -20,6 +20,8 @@ use std::time::Duration;
 pub mod xdp;
 
 pub mod socket;
+#[cfg(unix)]
+mod wait;
 
 mod batch;
 
@@ -93,6 +95,9 @@ pub struct Capabilities {
     pub may_fragment: bool,
     /// The local addresses this backend serves.
     pub local_addrs: Vec<SocketAddr>,
+    /// The largest UDP payload the backend can carry (interface MTU, frame size), if it has
+    /// a limit of its own; the QUIC configuration is clamped to it.
+    pub max_udp_payload: Option<u16>,
 }
 
 /// One datapath backend. Batch-oriented and non-blocking except for [`Datapath::wait`].

@@ -93,8 +93,25 @@ impl Driver {
     pub fn new(config: &Config, caps: &Capabilities) -> Result<Self, SetupError> {
         let apps = Apps::from_config(&config.apps).map_err(SetupError::Root)?;
         let max_tx_segments = caps.max_tx_segments.max(1);
-        let server_config = Arc::new(quic::server_config(config, apps.alpns(), max_tx_segments)?);
-        let endpoint_config = Arc::new(quic::endpoint_config(&config.transport)?);
+        let mut transport = config.transport.clone();
+        if let Some(limit) = caps.max_udp_payload {
+            if transport.max_udp_payload_size > limit {
+                tracing::info!(
+                    configured = transport.max_udp_payload_size,
+                    limit,
+                    "max_udp_payload_size lowered to what the datapath carries"
+                );
+            }
+            transport.max_udp_payload_size = transport.max_udp_payload_size.min(limit).max(1200);
+            transport.initial_mtu = transport.initial_mtu.min(transport.max_udp_payload_size);
+        }
+        let server_config = Arc::new(quic::server_config(
+            config,
+            &transport,
+            apps.alpns(),
+            max_tx_segments,
+        )?);
+        let endpoint_config = Arc::new(quic::endpoint_config(&transport)?);
         // Path MTU discovery only where datagrams are never fragmented (DF set).
         let endpoint = Endpoint::new(
             endpoint_config,

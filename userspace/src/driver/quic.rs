@@ -72,6 +72,7 @@ pub fn transport_config(t: &config::Transport, max_tx_segments: usize) -> Transp
 /// The server side: certificate, ALPNs, transport parameters.
 pub fn server_config(
     config: &config::Config,
+    transport: &config::Transport,
     alpns: Vec<Vec<u8>>,
     max_tx_segments: usize,
 ) -> Result<ServerConfig, SetupError> {
@@ -83,12 +84,9 @@ pub fn server_config(
              clients must skip verification. Set [tls] cert and key for real use."
         );
     }
-    let tls = tls::server_config(identity, alpns, &config.transport)?;
+    let tls = tls::server_config(identity, alpns, transport)?;
     let crypto = QuicServerConfig::try_from(tls).map_err(|e| SetupError::QuicTls(e.to_string()))?;
     let mut server = ServerConfig::with_crypto(Arc::new(crypto));
-    server.transport_config(Arc::new(transport_config(
-        &config.transport,
-        max_tx_segments,
-    )));
+    server.transport_config(Arc::new(transport_config(transport, max_tx_segments)));
     Ok(server)
 }

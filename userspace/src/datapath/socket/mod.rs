@@ -7,9 +7,7 @@ use std::time::Duration;
 use quinn_udp::{EcnCodepoint, RecvMeta, Transmit, UdpSocketState};
 use socket2::{Domain, Protocol, Socket, Type};
 
-use super::{Capabilities, Datapath, Ecn, RxMeta, TxBatch};
-
-mod wait;
+use super::{Capabilities, Datapath, Ecn, RxMeta, TxBatch, TxSlot};
 
 /// Datagram slots per socket per receive call (recvmmsg batch on Linux).
 const RX_SLOTS: usize = 32;
@@ -116,6 +114,72 @@ fn open(addr: SocketAddr) -> Result<Endpoint, SocketError> {
     })
 }
 
+impl SocketDatapath {
+    /// Sends one transmit. Returns false when the socket is full (try again later); a
+    /// transmit that cannot be sent at all is dropped, counted, and reported as done.
+    pub fn send_one(&mut self, slot: &TxSlot) -> bool {
+        let Some(idx) = self.endpoint_for(slot.meta.src_port, &slot.meta.dst) else {
+            self.counters.tx_no_socket += 1;
+            return true;
+        };
+        let ep = &self.endpoints[idx];
+        let transmit = Transmit {
+            destination: slot.meta.dst,
+            ecn: slot.meta.ecn.map(ecn_to_udp),
+            contents: &slot.buf,
+            segment_size: slot.meta.segment_size,
+            src_ip: slot.meta.src_ip,
+        };
+        match ep.state.try_send((&ep.socket).into(), &transmit) {
+            Ok(()) => {
+                self.counters.tx_transmits += 1;
+                self.counters.tx_bytes += slot.buf.len() as u64;
+                true
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                self.counters.tx_would_block += 1;
+                false
+            }
+            Err(e) => {
+                // quinn-udp already retries without GSO where the kernel refuses it; what is
+                // left is a loss, which QUIC recovers from.
+                self.counters.tx_errors += 1;
+                tracing::debug!(dst = %slot.meta.dst, error = %e, "socket send error");
+                true
+            }
+        }
+    }
+
+    /// Waits on these sockets and on `extra` descriptors of a backend built on top.
+    #[cfg(unix)]
+    pub fn wait_on(
+        &self,
+        extra: impl Iterator<Item = std::os::fd::RawFd>,
+        timeout: Option<Duration>,
+        tx_pending: bool,
+    ) -> io::Result<()> {
+        use std::os::fd::AsRawFd;
+        let own = self.endpoints.iter().map(|e| e.socket.as_raw_fd());
+        super::wait::wait_fds(extra.chain(own), timeout, tx_pending)
+    }
+
+    #[cfg(not(unix))]
+    pub fn wait_on(
+        &self,
+        _extra: impl Iterator<Item = ()>,
+        timeout: Option<Duration>,
+        _tx_pending: bool,
+    ) -> io::Result<()> {
+        // The Windows backends bring their own notification; this portable fallback naps.
+        std::thread::sleep(
+            timeout
+                .unwrap_or(Duration::from_millis(1))
+                .min(Duration::from_millis(1)),
+        );
+        Ok(())
+    }
+}
+
 impl Datapath for SocketDatapath {
     fn name(&self) -> &'static str {
         "socket"
@@ -131,6 +195,8 @@ impl Datapath for SocketDatapath {
                 .unwrap_or(1),
             may_fragment: self.endpoints.iter().any(|e| e.state.may_fragment()),
             local_addrs: self.endpoints.iter().map(|e| e.local).collect(),
+            // The kernel fragments or refuses (EMSGSIZE) by itself.
+            max_udp_payload: None,
         }
     }
 
@@ -181,34 +247,8 @@ impl Datapath for SocketDatapath {
     fn send(&mut self, batch: &mut TxBatch) -> io::Result<()> {
         let mut done = 0;
         for slot in batch.queued() {
-            let Some(idx) = self.endpoint_for(slot.meta.src_port, &slot.meta.dst) else {
-                self.counters.tx_no_socket += 1;
-                done += 1;
-                continue;
-            };
-            let ep = &self.endpoints[idx];
-            let transmit = Transmit {
-                destination: slot.meta.dst,
-                ecn: slot.meta.ecn.map(ecn_to_udp),
-                contents: &slot.buf,
-                segment_size: slot.meta.segment_size,
-                src_ip: slot.meta.src_ip,
-            };
-            match ep.state.try_send((&ep.socket).into(), &transmit) {
-                Ok(()) => {
-                    self.counters.tx_transmits += 1;
-                    self.counters.tx_bytes += slot.buf.len() as u64;
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.counters.tx_would_block += 1;
-                    break;
-                }
-                Err(e) => {
-                    // quinn-udp already retries without GSO where the kernel refuses it; what
-                    // is left is a loss, which QUIC recovers from.
-                    self.counters.tx_errors += 1;
-                    tracing::debug!(dst = %slot.meta.dst, error = %e, "socket send error");
-                }
+            if !self.send_one(slot) {
+                break;
             }
             done += 1;
         }
@@ -217,11 +257,7 @@ impl Datapath for SocketDatapath {
     }
 
     fn wait(&mut self, timeout: Option<Duration>, tx_pending: bool) -> io::Result<()> {
-        wait::readable(
-            self.endpoints.iter().map(|e| &e.socket),
-            timeout,
-            tx_pending,
-        )
+        self.wait_on(std::iter::empty(), timeout, tx_pending)
     }
 
     fn counters(&self) -> Vec<(&'static str, u64)> {

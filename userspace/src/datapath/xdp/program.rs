@@ -5,17 +5,23 @@
 //! filter on, one of our addresses) into the AF_XDP socket registered in `xsks` for the
 //! receiving queue, and passes everything else to the kernel. It never drops.
 //!
-//! Nothing here attaches the program to an interface; [`XdpProgram::program_mut`] gives the
-//! [`Xdp`] program for that.
+//! [`XdpProgram::attach`] attaches it to an interface through a bpf_link (see
+//! [`super::attach`]); the program object then owns the link and detaches it when dropped.
+//! [`ProgramMaps`] reads the maps of a copy already in the kernel (another process's, or one
+//! pinned by `cargo xtask xdp load`).
 
 use std::error::Error as _;
 use std::io;
 use std::net::{IpAddr, Ipv6Addr};
 use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
 
-use aya::maps::{Array, HashMap, Map, MapError, PerCpuArray, XskMap};
-use aya::programs::{TestRun, TestRunOptions, Xdp};
+use aya::maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray, XskMap};
+use aya::programs::{loaded_programs, TestRun, TestRunOptions, Xdp};
 use aya::{Ebpf, EbpfError, EbpfLoader};
+
+use super::attach::XdpAttachment;
+pub use super::attach::{AttachError, AttachInfo, AttachMode, AttachedMode};
 
 /// The compiled program (`cargo xtask build-ebpf`), 8-byte aligned as aya needs.
 pub fn object() -> &'static [u8] {
@@ -75,7 +81,7 @@ pub const DEFAULT_MAX_QUEUES: u32 = 64;
 #[derive(Debug, thiserror::Error)]
 pub enum XdpProgramError {
     /// Parsing the object or creating its maps failed.
-    #[error("loading the eBPF object failed: {0}")]
+    #[error("loading the eBPF object failed: {0}{hint}", hint = permission_hint(.0))]
     Object(#[source] EbpfError),
     /// The object lacks the program (stale object?).
     #[error("the eBPF object has no program `{0}`")]
@@ -84,7 +90,10 @@ pub enum XdpProgramError {
     #[error("the eBPF object has no map `{0}`")]
     MissingMap(&'static str),
     /// Loading the program into the kernel failed (verifier or privileges).
-    #[error("loading program `{PROGRAM_NAME}` into the kernel failed: {0}")]
+    #[error(
+        "loading program `{PROGRAM_NAME}` into the kernel failed: {0}{hint}",
+        hint = permission_hint(.0)
+    )]
     Program(#[source] aya::programs::ProgramError),
     /// A map operation failed.
     #[error("map `{name}`: {source}")]
@@ -98,6 +107,35 @@ pub enum XdpProgramError {
     /// `BPF_PROG_TEST_RUN` failed.
     #[error("BPF_PROG_TEST_RUN failed: {0}")]
     TestRun(#[source] aya::programs::ProgramError),
+    /// Attaching, detaching or pinning the attachment failed.
+    #[error(transparent)]
+    Attach(#[from] AttachError),
+    /// [`XdpProgram::pin`] on a program that is not attached.
+    #[error("the XDP program is not attached to an interface")]
+    NotAttached,
+    /// Pinning a map failed.
+    #[error("pinning map `{name}` at {path} failed: {source}")]
+    Pin {
+        /// The map's name.
+        name: &'static str,
+        /// The pin path.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// No loaded program has this id (it was unloaded).
+    #[error("no BPF program with id {0} is loaded")]
+    NoSuchProgram(u32),
+    /// Reading a loaded program's or map's kernel info failed.
+    #[error("reading the kernel's info of BPF program {id} failed: {source}")]
+    Info {
+        /// The program id.
+        id: u32,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
 }
 
 impl XdpProgramError {
@@ -133,6 +171,26 @@ impl XdpProgramError {
         self.os_error()
             .is_some_and(|e| matches!(e.raw_os_error(), Some(libc::EPERM | libc::EACCES)))
     }
+}
+
+/// " (permission denied: ...)" when `error`'s chain holds EPERM/EACCES, else "".
+fn permission_hint<E: std::error::Error + 'static>(error: &E) -> &'static str {
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(err) = current {
+        let errno = err
+            .downcast_ref::<io::Error>()
+            .and_then(io::Error::raw_os_error)
+            .or_else(|| {
+                err.downcast_ref::<aya::sys::SyscallError>()
+                    .and_then(|sys| sys.io_error.raw_os_error())
+            });
+        if matches!(errno, Some(libc::EPERM | libc::EACCES)) {
+            return " (permission denied: loading an XDP program needs CAP_BPF and CAP_NET_ADMIN, \
+                    or CAP_SYS_ADMIN; run as root)";
+        }
+        current = err.source();
+    }
+    ""
 }
 
 type Result<T, E = XdpProgramError> = std::result::Result<T, E>;
@@ -216,12 +274,24 @@ impl Default for LoadOptions {
     }
 }
 
-/// The loaded (not attached) steering program and its maps. Dropping it unloads everything
-/// that is not attached or pinned.
+/// The loaded steering program and its maps, and its attachment to an interface once
+/// [`Self::attach`]ed. Dropping it detaches the program and unloads everything that is not
+/// pinned.
 #[derive(Debug)]
 pub struct XdpProgram {
+    // Dropped first: detach before the program and its maps go.
+    attachment: Option<XdpAttachment>,
     ebpf: Ebpf,
 }
+
+/// The map names, in the order [`XdpProgram::pin`] pins them.
+pub const MAP_NAMES: [&str; 5] = [
+    maps::XSKS,
+    maps::PORTS,
+    maps::ADDRS,
+    maps::CONFIG,
+    maps::COUNTERS,
+];
 
 impl XdpProgram {
     /// Loads the embedded object with default options.
@@ -235,7 +305,10 @@ impl XdpProgram {
             .map_max_entries(maps::XSKS, options.max_queues)
             .load(object())
             .map_err(XdpProgramError::Object)?;
-        let mut this = Self { ebpf };
+        let mut this = Self {
+            attachment: None,
+            ebpf,
+        };
         this.program_mut()?
             .load()
             .map_err(XdpProgramError::Program)?;
@@ -263,6 +336,76 @@ impl XdpProgram {
     /// The underlying aya object, for anything not covered here.
     pub fn ebpf_mut(&mut self) -> &mut Ebpf {
         &mut self.ebpf
+    }
+
+    /// Attaches the program to `iface` (in the calling thread's network namespace) through a
+    /// bpf_link that this object owns: dropping it, [`Self::detach`], or the process exiting
+    /// detaches the program. A program on `iface` that is not ours is never replaced; see
+    /// [`super::attach`] for the rules. The result's `Display` is the mode got (`driver`, or
+    /// `skb (driver mode failed: ...)`).
+    pub fn attach(&mut self, iface: &str, mode: AttachMode) -> Result<AttachInfo> {
+        if let Some(current) = &self.attachment {
+            return Err(AttachError::AttachedTwice {
+                iface: current.info().iface.clone(),
+            }
+            .into());
+        }
+        let attachment = super::attach::attach(self.program_mut()?, iface, mode)?;
+        let info = attachment.info().clone();
+        self.attachment = Some(attachment);
+        Ok(info)
+    }
+
+    /// Where and how the program is attached, if it is.
+    pub fn attachment(&self) -> Option<&AttachInfo> {
+        self.attachment.as_ref().map(XdpAttachment::info)
+    }
+
+    /// Detaches the program from its interface (no-op when not attached).
+    pub fn detach(&mut self) -> Result<()> {
+        match self.attachment.take() {
+            Some(attachment) => Ok(attachment.detach()?),
+            None => Ok(()),
+        }
+    }
+
+    /// Hands the attachment over to bpffs so that it outlives this process: pins every map at
+    /// `dir/<map name>` (see [`MAP_NAMES`]) and the bpf_link at `dir/link`. `dir` must exist on
+    /// a mounted bpffs. Removing the `link` pin later detaches the program; removing the map
+    /// pins frees the maps once it is gone. Returns the pinned paths, link last. If a map
+    /// cannot be pinned, nothing stays pinned and the program stays attached (still owned by
+    /// this object); if the link cannot be pinned, the map pins are removed and the program is
+    /// detached.
+    pub fn pin(&mut self, dir: &Path) -> Result<Vec<PathBuf>> {
+        if self.attachment.is_none() {
+            return Err(XdpProgramError::NotAttached);
+        }
+        let mut pinned = Vec::new();
+        for name in MAP_NAMES {
+            let path = dir.join(name);
+            let result = self.map(name)?.pin(&path);
+            if let Err(error) = result {
+                for path in &pinned {
+                    let _ = std::fs::remove_file(path);
+                }
+                return Err(XdpProgramError::Pin {
+                    name,
+                    path,
+                    source: pin_error_io(error),
+                });
+            }
+            pinned.push(path);
+        }
+        let link_path = dir.join("link");
+        let attachment = self.attachment.take().expect("checked above");
+        if let Err(error) = attachment.pin(&link_path) {
+            for path in &pinned {
+                let _ = std::fs::remove_file(path);
+            }
+            return Err(error.into());
+        }
+        pinned.push(link_path);
+        Ok(pinned)
     }
 
     fn map(&self, name: &'static str) -> Result<&Map> {
@@ -299,13 +442,7 @@ impl XdpProgram {
 
     /// The ports currently steered, sorted.
     pub fn ports(&mut self) -> Result<Vec<u16>> {
-        let map = self.ports_map()?;
-        let mut ports = map
-            .keys()
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|source| map_error(maps::PORTS, source))?;
-        ports.sort_unstable();
-        Ok(ports)
+        read_ports(self.map(maps::PORTS)?)
     }
 
     /// Replaces the steered ports with `ports`.
@@ -336,14 +473,7 @@ impl XdpProgram {
 
     /// The addresses in the address map (IPv4-mapped keys as [`IpAddr::V4`]).
     pub fn addresses(&mut self) -> Result<Vec<IpAddr>> {
-        let map = self.addrs_map()?;
-        let mut addrs = map
-            .keys()
-            .map(|key| key.map(address_from_key))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|source| map_error(maps::ADDRS, source))?;
-        addrs.sort_unstable();
-        Ok(addrs)
+        read_addresses(self.map(maps::ADDRS)?)
     }
 
     /// Turns the destination address filter on or off.
@@ -358,13 +488,7 @@ impl XdpProgram {
 
     /// Whether the destination address filter is on.
     pub fn address_filter(&self) -> Result<bool> {
-        let map = self.map(maps::CONFIG)?;
-        let config: Array<_, u32> =
-            Array::try_from(map).map_err(|source| map_error(maps::CONFIG, source))?;
-        let value = config
-            .get(&config::ADDR_FILTER, 0)
-            .map_err(|source| map_error(maps::CONFIG, source))?;
-        Ok(value != 0)
+        read_address_filter(self.map(maps::CONFIG)?)
     }
 
     /// Registers the AF_XDP socket `socket` (bound to the queue) for rx queue `queue`.
@@ -387,24 +511,7 @@ impl XdpProgram {
 
     /// Reads the per-CPU counters, summed.
     pub fn counters(&self) -> Result<ProgramCounters> {
-        let map = self.map(maps::COUNTERS)?;
-        let counters: PerCpuArray<_, u64> =
-            PerCpuArray::try_from(map).map_err(|source| map_error(maps::COUNTERS, source))?;
-        let read = |index: u32| -> Result<u64> {
-            let values = counters
-                .get(&index, 0)
-                .map_err(|source| map_error(maps::COUNTERS, source))?;
-            Ok(values.iter().copied().fold(0u64, u64::wrapping_add))
-        };
-        Ok(ProgramCounters {
-            redirected: read(counter::REDIRECTED)?,
-            passed: read(counter::PASSED)?,
-            not_ours: read(counter::NOT_OURS)?,
-            malformed: read(counter::MALFORMED)?,
-            no_socket: read(counter::NO_SOCKET)?,
-            fragment: read(counter::FRAGMENT)?,
-            ipv6_ext: read(counter::IPV6_EXT)?,
-        })
+        read_counters(self.map(maps::COUNTERS)?)
     }
 
     /// Runs the program once on `packet` with `BPF_PROG_TEST_RUN` (no device, rx queue 0) and
@@ -444,6 +551,174 @@ impl XdpProgram {
             .test_run(options)
             .map_err(XdpProgramError::TestRun)?;
         Ok(XdpAction::from(result.return_value))
+    }
+}
+
+/// One map of a loaded program, as the kernel describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MapSummary {
+    /// The map's name.
+    pub name: String,
+    /// The kernel's map id.
+    pub id: u32,
+    /// Its type, as aya names it (`HashMap`, `XskMap`, ...).
+    pub map_type: String,
+    /// Its `max_entries`.
+    pub max_entries: u32,
+}
+
+/// The maps of a steering program already in the kernel, found through its program id (e.g.
+/// the one attached to an interface, by another process or through a bpffs pin): to inspect
+/// it without loading a copy.
+#[derive(Debug)]
+pub struct ProgramMaps {
+    program_id: u32,
+    maps: Vec<(MapSummary, Map)>,
+}
+
+impl ProgramMaps {
+    /// Opens the maps of the loaded program `program_id`.
+    pub fn of_program(program_id: u32) -> Result<Self> {
+        let info_error = |source: io::Error| XdpProgramError::Info {
+            id: program_id,
+            source,
+        };
+        let info = loaded_programs()
+            .filter_map(std::result::Result::ok)
+            .find(|info| info.id() == program_id)
+            .ok_or(XdpProgramError::NoSuchProgram(program_id))?;
+        let map_ids = info
+            .map_ids()
+            .map_err(|error| info_error(io::Error::other(error.to_string())))?
+            .unwrap_or_default();
+        let mut maps = Vec::with_capacity(map_ids.len());
+        for id in map_ids {
+            let data = MapData::from_id(id).map_err(|error| info_error(map_io_error(error)))?;
+            let info = data
+                .info()
+                .map_err(|error| info_error(map_io_error(error)))?;
+            let summary = MapSummary {
+                name: info.name_as_str().unwrap_or("?").to_owned(),
+                id: info.id(),
+                map_type: info
+                    .map_type()
+                    .map(|t| format!("{t:?}"))
+                    .unwrap_or_else(|_| "unknown".into()),
+                max_entries: info.max_entries(),
+            };
+            let map = Map::from_map_data(data).map_err(|error| info_error(map_io_error(error)))?;
+            maps.push((summary, map));
+        }
+        maps.sort_by(|a, b| a.0.name.cmp(&b.0.name));
+        Ok(Self { program_id, maps })
+    }
+
+    /// The program these maps belong to.
+    pub fn program_id(&self) -> u32 {
+        self.program_id
+    }
+
+    /// The program's maps.
+    pub fn summaries(&self) -> Vec<MapSummary> {
+        self.maps
+            .iter()
+            .map(|(summary, _)| summary.clone())
+            .collect()
+    }
+
+    fn map(&self, name: &'static str) -> Result<&Map> {
+        self.maps
+            .iter()
+            .find(|(summary, _)| summary.name == name)
+            .map(|(_, map)| map)
+            .ok_or(XdpProgramError::MissingMap(name))
+    }
+
+    /// The ports steered, sorted.
+    pub fn ports(&self) -> Result<Vec<u16>> {
+        read_ports(self.map(maps::PORTS)?)
+    }
+
+    /// The addresses in the address map.
+    pub fn addresses(&self) -> Result<Vec<IpAddr>> {
+        read_addresses(self.map(maps::ADDRS)?)
+    }
+
+    /// Whether the destination address filter is on.
+    pub fn address_filter(&self) -> Result<bool> {
+        read_address_filter(self.map(maps::CONFIG)?)
+    }
+
+    /// The per-CPU counters, summed.
+    pub fn counters(&self) -> Result<ProgramCounters> {
+        read_counters(self.map(maps::COUNTERS)?)
+    }
+}
+
+fn read_ports(map: &Map) -> Result<Vec<u16>> {
+    let ports: HashMap<_, u16, u8> =
+        HashMap::try_from(map).map_err(|source| map_error(maps::PORTS, source))?;
+    let mut ports = ports
+        .keys()
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|source| map_error(maps::PORTS, source))?;
+    ports.sort_unstable();
+    Ok(ports)
+}
+
+fn read_addresses(map: &Map) -> Result<Vec<IpAddr>> {
+    let addrs: HashMap<_, [u8; 16], u8> =
+        HashMap::try_from(map).map_err(|source| map_error(maps::ADDRS, source))?;
+    let mut addrs = addrs
+        .keys()
+        .map(|key| key.map(address_from_key))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|source| map_error(maps::ADDRS, source))?;
+    addrs.sort_unstable();
+    Ok(addrs)
+}
+
+fn read_address_filter(map: &Map) -> Result<bool> {
+    let config: Array<_, u32> =
+        Array::try_from(map).map_err(|source| map_error(maps::CONFIG, source))?;
+    let value = config
+        .get(&config::ADDR_FILTER, 0)
+        .map_err(|source| map_error(maps::CONFIG, source))?;
+    Ok(value != 0)
+}
+
+fn read_counters(map: &Map) -> Result<ProgramCounters> {
+    let counters: PerCpuArray<_, u64> =
+        PerCpuArray::try_from(map).map_err(|source| map_error(maps::COUNTERS, source))?;
+    let read = |index: u32| -> Result<u64> {
+        let values = counters
+            .get(&index, 0)
+            .map_err(|source| map_error(maps::COUNTERS, source))?;
+        Ok(values.iter().copied().fold(0u64, u64::wrapping_add))
+    };
+    Ok(ProgramCounters {
+        redirected: read(counter::REDIRECTED)?,
+        passed: read(counter::PASSED)?,
+        not_ours: read(counter::NOT_OURS)?,
+        malformed: read(counter::MALFORMED)?,
+        no_socket: read(counter::NO_SOCKET)?,
+        fragment: read(counter::FRAGMENT)?,
+        ipv6_ext: read(counter::IPV6_EXT)?,
+    })
+}
+
+fn map_io_error(error: MapError) -> io::Error {
+    match error {
+        MapError::SyscallError(sys) => sys.io_error,
+        MapError::IoError(io_error) => io_error,
+        other => io::Error::other(other.to_string()),
+    }
+}
+
+fn pin_error_io(error: aya::pin::PinError) -> io::Error {
+    match error {
+        aya::pin::PinError::SyscallError(sys) => sys.io_error,
+        other => io::Error::other(other.to_string()),
     }
 }
 

@@ -1,0 +1,413 @@
+//! The AF_XDP backend: our XDP program steers the served UDP ports into one AF_XDP socket
+//! per queue; frames are parsed here and their payloads lent to the driver; transmits are
+//! split into one frame per datagram, with headers built from the neighbour table.
+//!
+//! A kernel UDP socket (the "guard") stays bound to each served address: it keeps the kernel
+//! from answering ICMP port-unreachable for the port, carries datagrams whose next hop the
+//! kernel has not resolved yet (so it resolves it), and reports steering failures: nothing
+//! should ever arrive on it.
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::{AsFd, AsRawFd};
+use std::time::Duration;
+
+use xdp::slab::{HeapSlab, Slab};
+
+use super::neighbor::NeighborTable;
+use super::program::{AttachMode, XdpProgram, XdpProgramError};
+use super::xsk::{CopyMode, Ledger, Xsk, XskError, XskSizes};
+use crate::datapath::socket::{SocketDatapath, SocketError};
+use crate::datapath::{Capabilities, Datapath, RxMeta, TxBatch};
+use crate::wire::{self, FrameHeader, ParseCounters};
+
+/// Frames taken from the RX ring per socket per call.
+const RX_BATCH: usize = 64;
+/// Datagrams per transmit quinn-proto may batch; we split them into frames.
+const TX_SEGMENTS: usize = 16;
+/// Our IP TTL / hop limit.
+const TTL: u8 = 64;
+
+#[derive(Debug, thiserror::Error)]
+pub enum XdpError {
+    #[error(transparent)]
+    Program(#[from] XdpProgramError),
+    #[error(transparent)]
+    Xsk(#[from] XskError),
+    #[error(transparent)]
+    Guard(#[from] SocketError),
+    #[error("neighbour table for {interface}: {message}")]
+    Neighbor { interface: String, message: String },
+    #[error("interface {interface}: cannot read its RX queues: {source}")]
+    Queues {
+        interface: String,
+        source: io::Error,
+    },
+}
+
+/// What the XDP backend needs from the config.
+#[derive(Debug, Clone)]
+pub struct XdpSettings {
+    pub interface: String,
+    /// Empty: every RX queue of the interface.
+    pub queues: Vec<u32>,
+    pub attach: AttachMode,
+    pub copy_mode: CopyMode,
+    pub sizes: XskSizes,
+    pub listen: Vec<SocketAddr>,
+}
+
+/// Counters of the XDP backend (the parse-drop reasons are in [`ParseCounters`]).
+#[derive(Debug, Default, Clone)]
+pub struct XdpCounters {
+    pub rx_frames: u64,
+    /// Well-formed UDP for a port or address we do not serve (the program's maps and our
+    /// listen list disagree); dropped.
+    pub rx_not_ours: u64,
+    pub rx_datagrams: u64,
+    /// Datagrams that arrived on the guard sockets instead: the steering is wrong.
+    pub guard_rx: u64,
+    pub tx_frames: u64,
+    /// Datagrams sent through the guard socket because the next hop was unresolved.
+    pub tx_via_kernel: u64,
+    /// Datagrams larger than the interface MTU or a frame; dropped.
+    pub tx_too_big: u64,
+    /// Transmits with no source address of the destination's family; dropped.
+    pub tx_no_source: u64,
+    /// Times a send stopped early because no frame or ring slot was free (retried later).
+    pub tx_backpressure: u64,
+    pub tx_errors: u64,
+}
+
+pub struct XdpDatapath {
+    xsks: Vec<Xsk>,
+    guard: SocketDatapath,
+    neighbors: NeighborTable,
+    // Dropped after the sockets: detaching first would pass their traffic to the kernel.
+    program: XdpProgram,
+    interface: String,
+    ports: Vec<u16>,
+    local_addrs: Vec<SocketAddr>,
+    rx_slab: HeapSlab,
+    mtu: usize,
+    src_mac: [u8; 6],
+    next_tx: usize,
+    parse: ParseCounters,
+    counters: XdpCounters,
+}
+
+impl XdpDatapath {
+    pub fn open(settings: &XdpSettings) -> Result<Self, XdpError> {
+        let interface = settings.interface.clone();
+        // The guard sockets first: they claim the ports, so a second daemon fails here, before
+        // touching the interface.
+        let guard = SocketDatapath::bind(&settings.listen)?;
+        let local_addrs = guard.capabilities().local_addrs;
+        let mut ports: Vec<u16> = local_addrs.iter().map(|a| a.port()).collect();
+        ports.sort_unstable();
+        ports.dedup();
+
+        let neighbors = NeighborTable::by_name(&interface).map_err(|e| XdpError::Neighbor {
+            interface: interface.clone(),
+            message: e.to_string(),
+        })?;
+        let queues = if settings.queues.is_empty() {
+            rx_queues(&interface, neighbors.ifindex())?
+        } else {
+            settings.queues.clone()
+        };
+        let mut program = XdpProgram::load()?;
+        program.set_ports(&ports)?;
+        let specific: Vec<IpAddr> = local_addrs
+            .iter()
+            .map(|a| a.ip())
+            .filter(|ip| !ip.is_unspecified())
+            .collect();
+        if specific.len() == local_addrs.len() {
+            for ip in &specific {
+                program.add_address(*ip)?;
+            }
+            program.set_address_filter(true)?;
+        }
+        let mut xsks = Vec::with_capacity(queues.len());
+        for &queue in &queues {
+            let xsk = Xsk::open(&interface, queue, settings.sizes, settings.copy_mode)?;
+            program.register_xsk(queue, xsk.as_fd())?;
+            xsks.push(xsk);
+        }
+        let attached = program.attach(&interface, settings.attach)?;
+        tracing::info!(
+            interface,
+            mode = %attached,
+            queues = ?queues,
+            zero_copy = xsks.iter().all(|x| x.zero_copy),
+            ports = ?ports,
+            "XDP program attached; AF_XDP sockets bound ({})",
+            if xsks.iter().all(|x| x.zero_copy) { "zero-copy" } else { "copy mode: the driver offers no zero-copy" }
+        );
+        Ok(Self {
+            xsks,
+            guard,
+            mtu: neighbors.mtu() as usize,
+            src_mac: neighbors.mac(),
+            neighbors,
+            program,
+            interface,
+            ports,
+            local_addrs,
+            rx_slab: HeapSlab::with_capacity(RX_BATCH),
+            next_tx: 0,
+            parse: ParseCounters::default(),
+            counters: XdpCounters::default(),
+        })
+    }
+
+    pub fn xdp_counters(&self) -> &XdpCounters {
+        &self.counters
+    }
+
+    pub fn parse_counters(&self) -> &ParseCounters {
+        &self.parse
+    }
+
+    /// Where every UMEM frame of every socket is.
+    pub fn ledgers(&self) -> Vec<Ledger> {
+        self.xsks.iter().map(Xsk::ledger).collect()
+    }
+
+    /// Our address of `dst`'s family to send from, when quinn-proto did not name one.
+    fn source_for(&self, dst: &SocketAddr) -> Option<IpAddr> {
+        self.local_addrs
+            .iter()
+            .map(|a| a.ip())
+            .find(|ip| ip.is_ipv4() == dst.is_ipv4() && !ip.is_unspecified())
+    }
+}
+
+impl Datapath for XdpDatapath {
+    fn name(&self) -> &'static str {
+        "xdp"
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        // The largest UDP payload that fits the MTU with an IPv6 header, and a 2 KiB frame.
+        let frame_room = 2048 - 256 - 14 - 4;
+        let max_payload = self.mtu.min(frame_room) - 48;
+        Capabilities {
+            max_tx_segments: TX_SEGMENTS,
+            // We set DF on every datagram we build.
+            may_fragment: false,
+            local_addrs: self.local_addrs.clone(),
+            max_udp_payload: Some(max_payload.min(u16::MAX as usize) as u16),
+        }
+    }
+
+    fn recv(&mut self, rx: &mut dyn FnMut(&RxMeta, &[u8])) -> io::Result<usize> {
+        self.neighbors.refresh();
+        let mut handed = 0;
+        for xsk in &mut self.xsks {
+            xsk.reap();
+            xsk.recv(&mut self.rx_slab);
+            while let Some(frame) = self.rx_slab.pop_back() {
+                self.counters.rx_frames += 1;
+                match wire::parse(&frame) {
+                    Ok(d) if self.ports.contains(&d.dst.port()) => {
+                        let meta = RxMeta {
+                            src: d.src,
+                            dst_ip: Some(d.dst.ip()),
+                            dst_port: d.dst.port(),
+                            ecn: d.ecn,
+                            stride: d.payload.len(),
+                        };
+                        self.counters.rx_datagrams += 1;
+                        rx(&meta, d.payload);
+                        handed += 1;
+                    }
+                    Ok(_) => self.counters.rx_not_ours += 1,
+                    Err(e) => self.parse.record(e),
+                }
+                xsk.release(frame);
+            }
+            xsk.refill();
+        }
+        let counters = &mut self.counters;
+        let interface = &self.interface;
+        handed += self.guard.recv(&mut |meta, payload| {
+            counters.guard_rx += 1;
+            if counters.guard_rx.is_power_of_two() {
+                tracing::error!(
+                    interface,
+                    from = %meta.src,
+                    count = counters.guard_rx,
+                    "a QUIC datagram reached the kernel socket instead of AF_XDP: the XDP \
+                     steering is wrong (queue without socket, fragment, or other interface)"
+                );
+            }
+            rx(meta, payload);
+        })?;
+        Ok(handed)
+    }
+
+    fn send(&mut self, batch: &mut TxBatch) -> io::Result<()> {
+        for xsk in &mut self.xsks {
+            xsk.reap();
+        }
+        let mut done = 0;
+        'slots: for slot in batch.queued() {
+            let meta = slot.meta;
+            let Some(hop) = self.neighbors.lookup(meta.dst.ip()) else {
+                // The kernel resolves the neighbour for us; later datagrams take AF_XDP.
+                if !self.guard.send_one(slot) {
+                    break;
+                }
+                self.counters.tx_via_kernel += 1;
+                done += 1;
+                continue;
+            };
+            let Some(src_ip) = meta.src_ip.or_else(|| self.source_for(&meta.dst)) else {
+                self.counters.tx_no_source += 1;
+                done += 1;
+                continue;
+            };
+            let segment = meta.segment_size.unwrap_or(slot.buf.len()).max(1);
+            let frames = slot.buf.len().div_ceil(segment).max(1);
+            let n = self.xsks.len();
+            let Some(xsk) = (0..n)
+                .map(|i| (self.next_tx + i) % n)
+                .find(|&i| self.xsks[i].tx_frames_available() >= frames)
+            else {
+                self.counters.tx_backpressure += 1;
+                break;
+            };
+            self.next_tx = (xsk + 1) % n;
+            let xsk = &mut self.xsks[xsk];
+            let header = FrameHeader {
+                src_mac: self.src_mac,
+                dst_mac: hop.mac,
+                vlan: None,
+                src: SocketAddr::new(src_ip, meta.src_port),
+                dst: meta.dst,
+                ecn: meta.ecn,
+                ttl: TTL,
+            };
+            let header_len = wire::header_len(&header);
+            for datagram in slot.buf.chunks(segment) {
+                let len = header_len + datagram.len();
+                if len > self.mtu + 14 {
+                    self.counters.tx_too_big += 1;
+                    continue;
+                }
+                let Some(mut frame) = xsk.alloc_tx(len) else {
+                    self.counters.tx_too_big += 1;
+                    continue;
+                };
+                match wire::write_frame(&mut frame, &header, datagram) {
+                    Ok(_) => {
+                        xsk.queue_tx(frame);
+                        self.counters.tx_frames += 1;
+                    }
+                    Err(e) => {
+                        xsk.discard(frame);
+                        self.counters.tx_errors += 1;
+                        tracing::debug!(error = %e, "cannot build frame");
+                        continue 'slots;
+                    }
+                }
+            }
+            done += 1;
+        }
+        batch.consume(done);
+        for xsk in &mut self.xsks {
+            if let Err(e) = xsk.flush_tx() {
+                self.counters.tx_errors += 1;
+                tracing::debug!(queue = xsk.queue, error = %e, "AF_XDP TX kick failed");
+            }
+        }
+        Ok(())
+    }
+
+    fn wait(&mut self, timeout: Option<Duration>, tx_pending: bool) -> io::Result<()> {
+        let backlog = self.xsks.iter().any(|x| x.tx_backlog() > 0);
+        let fds = self.xsks.iter().map(|x| x.as_fd().as_raw_fd());
+        self.guard.wait_on(fds, timeout, tx_pending || backlog)
+    }
+
+    fn counters(&self) -> Vec<(&'static str, u64)> {
+        let c = &self.counters;
+        let mut out = vec![
+            ("rx_frames", c.rx_frames),
+            ("rx_not_ours", c.rx_not_ours),
+            ("rx_datagrams", c.rx_datagrams),
+            ("guard_rx", c.guard_rx),
+            ("tx_frames", c.tx_frames),
+            ("tx_via_kernel", c.tx_via_kernel),
+            ("tx_too_big", c.tx_too_big),
+            ("tx_no_source", c.tx_no_source),
+            ("tx_backpressure", c.tx_backpressure),
+            ("tx_errors", c.tx_errors),
+        ];
+        out.extend(self.parse.iter());
+        let mut stats = [0u64; 6];
+        for xsk in &self.xsks {
+            if let Some(s) = xsk.statistics() {
+                stats[0] += s.rx_dropped;
+                stats[1] += s.rx_invalid_descs;
+                stats[2] += s.tx_invalid_descs;
+                stats[3] += s.rx_ring_full;
+                stats[4] += s.rx_fill_ring_empty_descs;
+                stats[5] += s.tx_ring_empty_descs;
+            }
+        }
+        out.extend([
+            ("xsk_rx_dropped", stats[0]),
+            ("xsk_rx_invalid_descs", stats[1]),
+            ("xsk_tx_invalid_descs", stats[2]),
+            ("xsk_rx_ring_full", stats[3]),
+            ("xsk_rx_fill_ring_empty", stats[4]),
+            ("xsk_tx_ring_empty", stats[5]),
+        ]);
+        if let Ok(p) = self.program.counters() {
+            out.extend([
+                ("prog_redirected", p.redirected),
+                ("prog_passed", p.passed),
+                ("prog_not_ours", p.not_ours),
+                ("prog_malformed", p.malformed),
+                ("prog_no_socket", p.no_socket),
+            ]);
+        }
+        out
+    }
+}
+
+/// The interface's active RX queues: the `queues/rx-N` entries in sysfs. A thread that
+/// entered another network namespace still sees its old sysfs, so the entry is trusted only
+/// when its ifindex matches; otherwise the ethtool channel count (an ioctl, which follows the
+/// namespace) decides.
+fn rx_queues(interface: &str, ifindex: u32) -> Result<Vec<u32>, XdpError> {
+    let dir = format!("/sys/class/net/{interface}");
+    let same_device = std::fs::read_to_string(format!("{dir}/ifindex"))
+        .ok()
+        .and_then(|s| s.trim().parse::<u32>().ok())
+        == Some(ifindex);
+    if same_device {
+        if let Ok(entries) = std::fs::read_dir(format!("{dir}/queues")) {
+            let mut queues: Vec<u32> = entries
+                .filter_map(|e| e.ok())
+                .filter_map(|e| e.file_name().to_str()?.strip_prefix("rx-")?.parse().ok())
+                .collect();
+            queues.sort_unstable();
+            if !queues.is_empty() {
+                return Ok(queues);
+            }
+        }
+    }
+    let count = xdp::nic::NicIndex::new(ifindex)
+        .queue_counts()
+        .map_err(|source| XdpError::Queues {
+            interface: interface.into(),
+            source,
+        })?
+        .rx_count()
+        .max(1);
+    Ok((0..count).collect())
+}
