@@ -67,10 +67,18 @@ impl Daemon {
             stop,
             &self.options,
         )?;
+        self.datapath.close();
+        let datapath: Vec<String> = self
+            .datapath
+            .counters()
+            .iter()
+            .map(|(name, value)| format!("{name}={value}"))
+            .collect();
+        tracing::info!(driver = ?self.driver.counters(), "stopped");
         tracing::info!(
-            counters = ?self.driver.counters(),
-            datapath = ?self.datapath.counters(),
-            "stopped"
+            backend = self.datapath.name(),
+            "datapath counters: {}",
+            datapath.join(" ")
         );
         Ok(())
     }

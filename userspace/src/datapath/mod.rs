@@ -121,4 +121,8 @@ pub trait Datapath {
 
     /// The backend's counters, for logs and metrics.
     fn counters(&self) -> Vec<(&'static str, u64)>;
+
+    /// Called once after the last send: lets in-flight transmissions complete and checks
+    /// that the backend's buffers are all accounted for (logging what is not).
+    fn close(&mut self) {}
 }

@@ -332,6 +332,38 @@ impl Datapath for XdpDatapath {
         self.guard.wait_on(fds, timeout, tx_pending || backlog)
     }
 
+    fn close(&mut self) {
+        // Completions of the last frames arrive shortly after the last kick.
+        let deadline = std::time::Instant::now() + Duration::from_secs(1);
+        loop {
+            for xsk in &mut self.xsks {
+                xsk.reap();
+                let _ = xsk.flush_tx();
+            }
+            let ledgers = self.ledgers();
+            let settled = ledgers
+                .iter()
+                .all(|l| l.tx_in_flight == 0 && l.tx_building == 0 && l.rx_held == 0);
+            if settled || std::time::Instant::now() >= deadline {
+                let frames: usize = ledgers.iter().map(|l| l.capacity).sum();
+                if settled && ledgers.iter().all(Ledger::balanced) {
+                    tracing::info!(
+                        frames,
+                        sockets = ledgers.len(),
+                        "frame ledger balanced: every UMEM frame accounted for"
+                    );
+                } else {
+                    tracing::error!(
+                        ?ledgers,
+                        "frame ledger NOT balanced: UMEM frames unaccounted for"
+                    );
+                }
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
     fn counters(&self) -> Vec<(&'static str, u64)> {
         let c = &self.counters;
         let mut out = vec![
