@@ -55,6 +55,9 @@ pub enum Backend {
     XdpSkb,
     /// AF_XDP, XDP program attached in driver (native) mode on the server's veth.
     XdpDriver,
+    /// Receive through AF_XDP (driver mode), transmit through the kernel socket with GSO
+    /// (`xdp.transmit = "kernel"`, what `auto` picks in copy mode).
+    XdpKernelTx,
 }
 
 impl Backend {
@@ -65,6 +68,7 @@ impl Backend {
             Backend::SocketNetns => "socket_netns",
             Backend::XdpSkb => "xdp_skb",
             Backend::XdpDriver => "xdp_driver",
+            Backend::XdpKernelTx => "xdp_kernel_tx",
         }
     }
 
@@ -72,7 +76,7 @@ impl Backend {
     pub fn config_backend(self) -> &'static str {
         match self {
             Backend::Socket | Backend::SocketNetns => "socket",
-            Backend::XdpSkb | Backend::XdpDriver => "xdp",
+            Backend::XdpSkb | Backend::XdpDriver | Backend::XdpKernelTx => "xdp",
         }
     }
 
@@ -81,7 +85,17 @@ impl Backend {
         match self {
             Backend::Socket | Backend::SocketNetns => None,
             Backend::XdpSkb => Some("skb"),
-            Backend::XdpDriver => Some("driver"),
+            Backend::XdpDriver | Backend::XdpKernelTx => Some("driver"),
+        }
+    }
+
+    /// `xdp.transmit`: the XDP targets pin it, so AF_XDP transmit stays tested although
+    /// `auto` picks the kernel path on veth (copy mode).
+    pub fn xdp_transmit(self) -> Option<&'static str> {
+        match self {
+            Backend::XdpSkb | Backend::XdpDriver => Some("af_xdp"),
+            Backend::XdpKernelTx => Some("kernel"),
+            _ => None,
         }
     }
 
@@ -152,6 +166,7 @@ macro_rules! e2e_tests {
                 socket_netns = SocketNetns,
                 xdp_skb = XdpSkb,
                 xdp_driver = XdpDriver,
+                xdp_kernel_tx = XdpKernelTx,
             ]
             { $($tests)* }
         );
@@ -268,6 +283,7 @@ pub enum TlsSetup {
 pub struct XdpSection {
     pub interface: String,
     pub attach: String,
+    pub transmit: String,
 }
 
 /// A daemon configuration, rendered to TOML by [`ServerConfig::render`].
@@ -371,6 +387,7 @@ impl ServerConfig {
             writeln!(s, "[xdp]").unwrap();
             writeln!(s, "interface = {}", toml_str(&x.interface)).unwrap();
             writeln!(s, "attach = {}", toml_str(&x.attach)).unwrap();
+            writeln!(s, "transmit = {}", toml_str(&x.transmit)).unwrap();
         }
         s
     }
@@ -465,6 +482,7 @@ impl Fixture {
         Some(XdpSection {
             interface: net.server_if.clone(),
             attach: attach.to_string(),
+            transmit: self.target.xdp_transmit().unwrap_or("auto").to_string(),
         })
     }
 

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use quixd::datapath::xdp::program::AttachMode;
 use quixd::datapath::xdp::xsk::{CopyMode, XskSizes};
-use quixd::datapath::xdp::{XdpDatapath, XdpSettings};
+use quixd::datapath::xdp::{Transmit, XdpDatapath, XdpSettings};
 use quixd::datapath::{Datapath, Ecn, TxBatch, TxMeta};
 
 use crate::netns::{privileged, TestNet};
@@ -76,6 +76,7 @@ fn echo_both_ways(mode: AttachMode, v6: bool) {
             ring: 256,
         },
         listen: vec![SocketAddr::new(server_ip, 0)],
+        transmit: Transmit::AfXdp,
     };
     let server_ns = net.server_ns.clone();
     let (port_tx, port_rx) = std::sync::mpsc::channel();

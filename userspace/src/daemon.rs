@@ -86,10 +86,10 @@ impl Daemon {
 
 #[cfg(target_os = "linux")]
 fn open_xdp(config: &Config) -> Result<Box<dyn Datapath>, DaemonError> {
-    use crate::config::{XdpAttach, ZeroCopy};
+    use crate::config::{XdpAttach, XdpTransmit, ZeroCopy};
     use crate::datapath::xdp::program::AttachMode;
     use crate::datapath::xdp::xsk::{CopyMode, XskSizes};
-    use crate::datapath::xdp::{XdpDatapath, XdpSettings};
+    use crate::datapath::xdp::{Transmit, XdpDatapath, XdpSettings};
 
     let x = config
         .xdp
@@ -113,6 +113,11 @@ fn open_xdp(config: &Config) -> Result<Box<dyn Datapath>, DaemonError> {
             ring: x.ring_size,
         },
         listen: config.server.listen.clone(),
+        transmit: match x.transmit {
+            XdpTransmit::Auto => Transmit::Auto,
+            XdpTransmit::AfXdp => Transmit::AfXdp,
+            XdpTransmit::Kernel => Transmit::Kernel,
+        },
     };
     Ok(Box::new(XdpDatapath::open(&settings)?))
 }

@@ -3,6 +3,8 @@
 //! Each group of subcommands lives in its own module; add new groups (e.g. `xdp`, `demo`,
 //! `bench`) as a module plus a variant of [`Command`].
 
+#[cfg(target_os = "linux")]
+mod demo;
 mod ebpf;
 #[cfg(target_os = "linux")]
 mod xdp;
@@ -31,6 +33,10 @@ enum Command {
     /// hold (attach until killed).
     #[cfg(target_os = "linux")]
     Xdp(xdp::XdpArgs),
+    /// The main job on a working default: quixd on XDP in a network namespace serving a quinn
+    /// client in another (needs root).
+    #[cfg(target_os = "linux")]
+    Demo(demo::DemoArgs),
 }
 
 fn main() -> ExitCode {
@@ -50,6 +56,8 @@ fn run(cli: Cli) -> Result<()> {
         Command::CheckEbpf(args) => ebpf::check(&args),
         #[cfg(target_os = "linux")]
         Command::Xdp(args) => xdp::run(args),
+        #[cfg(target_os = "linux")]
+        Command::Demo(args) => demo::run(args),
     }
 }
 

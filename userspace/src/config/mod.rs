@@ -60,6 +60,8 @@ pub struct Xdp {
     pub attach: XdpAttach,
     #[serde(default)]
     pub zero_copy: ZeroCopy,
+    #[serde(default)]
+    pub transmit: XdpTransmit,
     /// UMEM frames (2 KiB each) per queue.
     #[serde(default = "defaults::xdp_frames")]
     pub frames: u32,
@@ -76,6 +78,17 @@ pub enum XdpAttach {
     Auto,
     Driver,
     Skb,
+}
+
+/// Which path the XDP backend transmits on.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum XdpTransmit {
+    /// AF_XDP when the sockets are zero-copy, the kernel socket (GSO) in copy mode.
+    #[default]
+    Auto,
+    AfXdp,
+    Kernel,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]

@@ -29,6 +29,9 @@ pub use run::{run, RunOptions};
 /// handing quinn-proto an owned `BytesMut` costs no allocation per datagram.
 const RX_ARENA: usize = 256 * 1024;
 
+/// Largest total size of one GSO batch: the UDP length field's limit, minus headers.
+const MAX_GSO_BYTES: usize = 65_000;
+
 /// Application close code sent to every connection at shutdown.
 pub const SHUTDOWN_CODE: VarInt = VarInt::from_u32(0);
 /// Application close code for a connection whose ALPN no application serves.
@@ -92,7 +95,6 @@ impl Driver {
     /// Builds the QUIC endpoint for a datapath with `caps`.
     pub fn new(config: &Config, caps: &Capabilities) -> Result<Self, SetupError> {
         let apps = Apps::from_config(&config.apps).map_err(SetupError::Root)?;
-        let max_tx_segments = caps.max_tx_segments.max(1);
         let mut transport = config.transport.clone();
         if let Some(limit) = caps.max_udp_payload {
             if transport.max_udp_payload_size > limit {
@@ -105,6 +107,11 @@ impl Driver {
             transport.max_udp_payload_size = transport.max_udp_payload_size.min(limit).max(1200);
             transport.initial_mtu = transport.initial_mtu.min(transport.max_udp_payload_size);
         }
+        // A GSO batch must fit one UDP datagram's 64 KiB, or the kernel refuses it (EMSGSIZE).
+        let max_tx_segments = caps
+            .max_tx_segments
+            .min(MAX_GSO_BYTES / usize::from(transport.max_udp_payload_size))
+            .max(1);
         let server_config = Arc::new(quic::server_config(
             config,
             &transport,

@@ -55,6 +55,18 @@ pub struct XdpSettings {
     pub copy_mode: CopyMode,
     pub sizes: XskSizes,
     pub listen: Vec<SocketAddr>,
+    pub transmit: Transmit,
+}
+
+/// Which path transmits take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transmit {
+    /// AF_XDP on zero-copy sockets; the kernel socket otherwise (see [`XdpDatapath::open`]).
+    Auto,
+    /// Frames we build, through the AF_XDP TX ring.
+    AfXdp,
+    /// The guard socket, with GSO: receive through AF_XDP, send through the kernel.
+    Kernel,
 }
 
 /// Counters of the XDP backend (the parse-drop reasons are in [`ParseCounters`]).
@@ -92,6 +104,8 @@ pub struct XdpDatapath {
     mtu: usize,
     src_mac: [u8; 6],
     next_tx: usize,
+    /// Send through the guard socket (GSO) instead of AF_XDP.
+    tx_via_kernel: bool,
     parse: ParseCounters,
     counters: XdpCounters,
 }
@@ -136,14 +150,32 @@ impl XdpDatapath {
             xsks.push(xsk);
         }
         let attached = program.attach(&interface, settings.attach)?;
+        let zero_copy = xsks.iter().all(|x| x.zero_copy);
         tracing::info!(
             interface,
             mode = %attached,
             queues = ?queues,
-            zero_copy = xsks.iter().all(|x| x.zero_copy),
+            zero_copy,
             ports = ?ports,
             "XDP program attached; AF_XDP sockets bound ({})",
-            if xsks.iter().all(|x| x.zero_copy) { "zero-copy" } else { "copy mode: the driver offers no zero-copy" }
+            if zero_copy { "zero-copy" } else { "copy mode: the driver offers no zero-copy" }
+        );
+        // In copy mode every AF_XDP frame sent becomes an skb of its own, while the kernel's
+        // UDP path sends a GSO batch of up to 64 KiB as one: measured on veth, the kernel
+        // path costs less per byte. With zero-copy, frames go to the NIC directly.
+        let tx_via_kernel = match settings.transmit {
+            Transmit::AfXdp => false,
+            Transmit::Kernel => true,
+            Transmit::Auto => !zero_copy,
+        };
+        tracing::info!(
+            path = if tx_via_kernel { "kernel socket (GSO)" } else { "AF_XDP" },
+            "transmit path: {}",
+            match (settings.transmit, tx_via_kernel) {
+                (Transmit::Auto, true) => "auto: copy-mode AF_XDP sends one skb per frame; the kernel's GSO path is cheaper",
+                (Transmit::Auto, false) => "auto: zero-copy AF_XDP",
+                _ => "as configured",
+            }
         );
         Ok(Self {
             xsks,
@@ -157,6 +189,7 @@ impl XdpDatapath {
             local_addrs,
             rx_slab: HeapSlab::with_capacity(RX_BATCH),
             next_tx: 0,
+            tx_via_kernel,
             parse: ParseCounters::default(),
             counters: XdpCounters::default(),
         })
@@ -193,8 +226,13 @@ impl Datapath for XdpDatapath {
         // The largest UDP payload that fits the MTU with an IPv6 header, and a 2 KiB frame.
         let frame_room = 2048 - 256 - 14 - 4;
         let max_payload = self.mtu.min(frame_room) - 48;
+        let max_tx_segments = if self.tx_via_kernel {
+            self.guard.capabilities().max_tx_segments
+        } else {
+            TX_SEGMENTS
+        };
         Capabilities {
-            max_tx_segments: TX_SEGMENTS,
+            max_tx_segments,
             // We set DF on every datagram we build.
             may_fragment: false,
             local_addrs: self.local_addrs.clone(),
@@ -249,6 +287,9 @@ impl Datapath for XdpDatapath {
     }
 
     fn send(&mut self, batch: &mut TxBatch) -> io::Result<()> {
+        if self.tx_via_kernel {
+            return self.guard.send(batch);
+        }
         for xsk in &mut self.xsks {
             xsk.reap();
         }

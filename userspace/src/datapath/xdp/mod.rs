@@ -7,4 +7,4 @@ pub mod neighbor;
 pub mod program;
 pub mod xsk;
 
-pub use backend::{XdpDatapath, XdpError, XdpSettings};
+pub use backend::{Transmit, XdpDatapath, XdpError, XdpSettings};
