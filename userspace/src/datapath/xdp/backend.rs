@@ -294,7 +294,7 @@ impl Datapath for XdpDatapath {
             xsk.reap();
         }
         let mut done = 0;
-        'slots: for slot in batch.queued() {
+        for slot in batch.queued() {
             let meta = slot.meta;
             let Some(hop) = self.neighbors.lookup(meta.dst.ip()) else {
                 // The kernel resolves the neighbour for us; later datagrams take AF_XDP.
@@ -348,10 +348,12 @@ impl Datapath for XdpDatapath {
                         self.counters.tx_frames += 1;
                     }
                     Err(e) => {
+                        // The rest of this transmit is dropped (counted) like a lost packet;
+                        // it still counts as done, since the batch is consumed from the front.
                         xsk.discard(frame);
                         self.counters.tx_errors += 1;
                         tracing::debug!(error = %e, "cannot build frame");
-                        continue 'slots;
+                        break;
                     }
                 }
             }
