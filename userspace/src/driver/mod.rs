@@ -502,3 +502,6 @@ fn ecn_from_proto(e: EcnCodepoint) -> Ecn {
         EcnCodepoint::Ce => Ecn::Ce,
     }
 }
+
+#[cfg(test)]
+mod tests;
