@@ -77,6 +77,7 @@ fn echo_both_ways(mode: AttachMode, v6: bool) {
         },
         listen: vec![SocketAddr::new(server_ip, 0)],
         transmit: Transmit::AfXdp,
+        vlan: None,
     };
     let server_ns = net.server_ns.clone();
     let (port_tx, port_rx) = std::sync::mpsc::channel();

@@ -4,6 +4,9 @@
 //!
 //! Without root they print why and pass, unless `QUIXD_REQUIRE_PRIVILEGED=1`.
 
+// Namespaces, signals and XDP: Linux only (the Windows build is checked by tests/windows.rs).
+#![cfg(target_os = "linux")]
+
 #[path = "../support/netns.rs"]
 mod netns;
 
@@ -11,3 +14,7 @@ mod attach;
 mod datapath;
 mod kernel_path;
 mod neighbor;
+mod daemon;
+mod daemon_errors;
+mod daemon_malformed;
+mod daemon_traffic;

@@ -113,6 +113,7 @@ fn open_xdp(config: &Config) -> Result<Box<dyn Datapath>, DaemonError> {
             ring: x.ring_size,
         },
         listen: config.server.listen.clone(),
+        vlan: x.vlan,
         transmit: match x.transmit {
             XdpTransmit::Auto => Transmit::Auto,
             XdpTransmit::AfXdp => Transmit::AfXdp,

@@ -62,6 +62,9 @@ pub struct Xdp {
     pub zero_copy: ZeroCopy,
     #[serde(default)]
     pub transmit: XdpTransmit,
+    /// The 802.1Q VLAN id our traffic carries on `interface` (frames with another tag, or
+    /// tagged frames when unset, are dropped and counted; sent frames carry it).
+    pub vlan: Option<u16>,
     /// UMEM frames (2 KiB each) per queue.
     #[serde(default = "defaults::xdp_frames")]
     pub frames: u32,
@@ -384,6 +387,9 @@ impl Config {
                         "xdp.ring_size",
                         format!("{} is not a power of two >= 64", x.ring_size),
                     );
+                }
+                if x.vlan.is_some_and(|v| v == 0 || v > 4094) {
+                    return fail("xdp.vlan", "must be a VLAN id from 1 to 4094".into());
                 }
                 if x.frames < 2 * x.ring_size {
                     return fail(

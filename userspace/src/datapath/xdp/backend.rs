@@ -56,6 +56,9 @@ pub struct XdpSettings {
     pub sizes: XskSizes,
     pub listen: Vec<SocketAddr>,
     pub transmit: Transmit,
+    /// The 802.1Q VLAN our traffic carries on this interface, if any: received frames must
+    /// carry exactly this tag (none when `None`), and sent frames get it.
+    pub vlan: Option<u16>,
 }
 
 /// Which path transmits take.
@@ -73,11 +76,14 @@ pub enum Transmit {
 #[derive(Debug, Default, Clone)]
 pub struct XdpCounters {
     pub rx_frames: u64,
+    /// Well-formed frames on another VLAN than ours (or tagged when we expect none); dropped.
+    pub rx_wrong_vlan: u64,
     /// Well-formed UDP for a port or address we do not serve (the program's maps and our
     /// listen list disagree); dropped.
     pub rx_not_ours: u64,
     pub rx_datagrams: u64,
-    /// Datagrams that arrived on the guard sockets instead: the steering is wrong.
+    /// Datagrams that arrived on the guard sockets instead: IP fragments (reassembled by the
+    /// kernel), or traffic the steering missed (queue without socket, other interface).
     pub guard_rx: u64,
     pub tx_frames: u64,
     /// Datagrams sent through the guard socket because the next hop was unresolved.
@@ -106,6 +112,7 @@ pub struct XdpDatapath {
     next_tx: usize,
     /// Send through the guard socket (GSO) instead of AF_XDP.
     tx_via_kernel: bool,
+    vlan: Option<u16>,
     parse: ParseCounters,
     counters: XdpCounters,
 }
@@ -190,6 +197,7 @@ impl XdpDatapath {
             rx_slab: HeapSlab::with_capacity(RX_BATCH),
             next_tx: 0,
             tx_via_kernel,
+            vlan: settings.vlan,
             parse: ParseCounters::default(),
             counters: XdpCounters::default(),
         })
@@ -249,6 +257,7 @@ impl Datapath for XdpDatapath {
             while let Some(frame) = self.rx_slab.pop_back() {
                 self.counters.rx_frames += 1;
                 match wire::parse(&frame) {
+                    Ok(d) if d.vlan != self.vlan => self.counters.rx_wrong_vlan += 1,
                     Ok(d) if self.ports.contains(&d.dst.port()) => {
                         let meta = RxMeta {
                             src: d.src,
@@ -273,12 +282,14 @@ impl Datapath for XdpDatapath {
         handed += self.guard.recv(&mut |meta, payload| {
             counters.guard_rx += 1;
             if counters.guard_rx.is_power_of_two() {
-                tracing::error!(
+                // Fragmented datagrams always come this way (the program leaves reassembly
+                // to the kernel); anything else means the steering missed.
+                tracing::warn!(
                     interface,
                     from = %meta.src,
                     count = counters.guard_rx,
-                    "a QUIC datagram reached the kernel socket instead of AF_XDP: the XDP \
-                     steering is wrong (queue without socket, fragment, or other interface)"
+                    "a datagram for a served port reached the kernel socket instead of AF_XDP: \
+                     an IP fragment, or a queue without an AF_XDP socket / another interface"
                 );
             }
             rx(meta, payload);
@@ -325,7 +336,7 @@ impl Datapath for XdpDatapath {
             let header = FrameHeader {
                 src_mac: self.src_mac,
                 dst_mac: hop.mac,
-                vlan: None,
+                vlan: self.vlan,
                 src: SocketAddr::new(src_ip, meta.src_port),
                 dst: meta.dst,
                 ecn: meta.ecn,
@@ -411,6 +422,7 @@ impl Datapath for XdpDatapath {
         let c = &self.counters;
         let mut out = vec![
             ("rx_frames", c.rx_frames),
+            ("rx_wrong_vlan", c.rx_wrong_vlan),
             ("rx_not_ours", c.rx_not_ours),
             ("rx_datagrams", c.rx_datagrams),
             ("guard_rx", c.guard_rx),
@@ -422,6 +434,15 @@ impl Datapath for XdpDatapath {
             ("tx_errors", c.tx_errors),
         ];
         out.extend(self.parse.iter());
+        // The kernel path: transmits with `transmit = "kernel"`, unresolved next hops.
+        let k = self.guard.socket_counters();
+        out.extend([
+            ("kernel_tx_transmits", k.tx_transmits),
+            ("kernel_tx_bytes", k.tx_bytes),
+            ("kernel_tx_errors", k.tx_errors),
+            ("kernel_tx_would_block", k.tx_would_block),
+            ("kernel_rx_errors", k.rx_errors),
+        ]);
         let mut stats = [0u64; 6];
         for xsk in &self.xsks {
             if let Some(s) = xsk.statistics() {
