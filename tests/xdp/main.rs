@@ -11,10 +11,10 @@
 mod netns;
 
 mod attach;
-mod datapath;
-mod kernel_path;
-mod neighbor;
 mod daemon;
 mod daemon_errors;
 mod daemon_malformed;
 mod daemon_traffic;
+mod datapath;
+mod kernel_path;
+mod neighbor;
