@@ -106,6 +106,11 @@ impl TestNet {
     /// Creates the namespaces and the link, up, addressed, IPv6 DAD off, and TX checksum
     /// offload off on the client's end so its UDP checksums arrive valid, as from a wire.
     pub fn new() -> Self {
+        Self::with_queues(1)
+    }
+
+    /// Like [`TestNet::new`], with `queues` RX and TX queues on each veth end.
+    pub fn with_queues(queues: u32) -> Self {
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let id = format!("{:x}{:x}", std::process::id() & 0xfffff, n);
         // Address octets from the process id and counter, inside 198.18.0.0/15.
@@ -126,11 +131,16 @@ impl TestNet {
         // From here on, Drop cleans up whatever was made.
         sh(&["ip", "netns", "add", &net.server_ns]);
         sh(&["ip", "netns", "add", &net.client_ns]);
+        let q = queues.max(1).to_string();
         sh(&[
             "ip",
             "link",
             "add",
             &net.server_if,
+            "numtxqueues",
+            &q,
+            "numrxqueues",
+            &q,
             "netns",
             &net.server_ns,
             "type",
@@ -138,6 +148,10 @@ impl TestNet {
             "peer",
             "name",
             &net.client_if,
+            "numtxqueues",
+            &q,
+            "numrxqueues",
+            &q,
             "netns",
             &net.client_ns,
         ]);

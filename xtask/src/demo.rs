@@ -41,6 +41,9 @@ pub struct DemoArgs {
     /// Build and run a debug quixd instead of a release one.
     #[arg(long)]
     debug: bool,
+    /// XDP transmit path: auto, af_xdp or kernel.
+    #[arg(long, default_value = "auto")]
+    transmit: String,
     /// quixd's --log-level.
     #[arg(long, default_value = "info")]
     log_level: String,
@@ -109,6 +112,7 @@ backend = "{backend}"
 [xdp]
 interface = "{SERVER_IF}"
 attach = "{attach}"
+transmit = "{transmit}"
 
 [apps.hq]
 alpn = ["hq-interop"]
@@ -119,6 +123,7 @@ alpn = ["perf"]
 "#,
         backend = args.backend,
         attach = args.attach,
+        transmit = args.transmit,
         www = www.display()
     )
 }

@@ -211,6 +211,11 @@ impl XdpDatapath {
         &self.parse
     }
 
+    /// Frames received per RX queue.
+    pub fn rx_frames_per_queue(&self) -> Vec<(u32, u64)> {
+        self.xsks.iter().map(|x| (x.queue, x.rx_frames)).collect()
+    }
+
     /// Where every UMEM frame of every socket is.
     pub fn ledgers(&self) -> Vec<Ledger> {
         self.xsks.iter().map(Xsk::ledger).collect()

@@ -61,6 +61,9 @@ impl Ledger {
     }
 }
 
+/// Kicks per flush while copy-mode TX drains the ring (one kernel batch of 32 each).
+const MAX_KICKS: usize = 64;
+
 /// Sizes of one socket's UMEM and rings. Ring sizes are powers of two.
 #[derive(Debug, Clone, Copy)]
 pub struct XskSizes {
@@ -96,6 +99,8 @@ pub struct Xsk {
     fill_target: usize,
     pub queue: u32,
     pub zero_copy: bool,
+    /// Frames received on this socket.
+    pub rx_frames: u64,
 }
 
 impl Xsk {
@@ -201,6 +206,7 @@ impl Xsk {
             fill_target: capacity / 2,
             queue,
             zero_copy,
+            rx_frames: 0,
         };
         xsk.refill();
         Ok(xsk)
@@ -237,6 +243,7 @@ impl Xsk {
         let n = unsafe { rx.recv(&self.umem, slab) };
         self.ledger.in_fill -= n;
         self.ledger.rx_held += n;
+        self.rx_frames += n as u64;
         n
     }
 
@@ -296,34 +303,73 @@ impl Xsk {
 
     /// Hands queued frames to the TX ring and kicks the kernel. Returns how many went.
     pub fn flush_tx(&mut self) -> io::Result<usize> {
-        if self.tx_pending.is_empty() {
-            return Ok(0);
-        }
-        let Some(tx) = self.rings.tx_ring.as_mut() else {
-            return Ok(0);
-        };
-        let before = self.tx_pending.len();
-        // SAFETY: the frames belong to `self.umem`, which outlives the rings; they come back
-        // through the completion ring (`reap`).
-        let kicked = unsafe { tx.send(&mut self.tx_pending, true) };
-        // Count from the slab: the kick can fail after the frames entered the ring.
-        let sent = before - self.tx_pending.len();
-        self.ledger.tx_building -= sent;
-        self.ledger.tx_in_flight += sent;
-        match kicked {
-            Ok(_) => Ok(sent),
-            // Copy mode sends a batch per kick and may say "try again": the frames are in the
-            // ring all the same, and a later kick sends them (platform facts).
-            Err(e)
-                if matches!(
-                    e.raw_os_error(),
-                    Some(libc::EAGAIN | libc::EBUSY | libc::ENOBUFS)
-                ) =>
-            {
-                Ok(sent)
+        let mut sent = 0;
+        if !self.tx_pending.is_empty() {
+            if let Some(tx) = self.rings.tx_ring.as_mut() {
+                let before = self.tx_pending.len();
+                // SAFETY: the frames belong to `self.umem`, which outlives the rings; they
+                // come back through the completion ring (`reap`). No kick here: see below.
+                unsafe { tx.send(&mut self.tx_pending, false) }?;
+                sent = before - self.tx_pending.len();
+                self.ledger.tx_building -= sent;
+                self.ledger.tx_in_flight += sent;
             }
-            Err(e) => Err(e),
         }
+        // In copy mode each kick transmits at most one kernel batch (32 frames) from the TX
+        // ring; frames beyond it wait for the next kick, which may not come soon if the
+        // daemon goes idle. So kick while the ring is draining.
+        for _ in 0..MAX_KICKS {
+            self.reap();
+            let before = self.ledger.tx_in_flight;
+            if before == 0 {
+                break;
+            }
+            match self.kick() {
+                Ok(()) => {}
+                // "Try again": the device is busy; the next turn kicks again.
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::EAGAIN | libc::EBUSY | libc::ENOBUFS)
+                    ) =>
+                {
+                    break
+                }
+                Err(e) => return Err(e),
+            }
+            self.reap();
+            if self.ledger.tx_in_flight == before {
+                // Nothing completed at once: zero-copy completes asynchronously; don't spin.
+                break;
+            }
+        }
+        Ok(sent)
+    }
+
+    /// Asks the kernel to transmit what is in the TX ring.
+    fn kick(&self) -> io::Result<()> {
+        // SAFETY: a zero-length sendto on our own AF_XDP socket, no buffers passed: the
+        // kernel only reads the TX ring it shares with us.
+        let rc = unsafe {
+            libc::sendto(
+                self.socket.as_raw_fd(),
+                std::ptr::null(),
+                0,
+                libc::MSG_DONTWAIT,
+                std::ptr::null(),
+                0,
+            )
+        };
+        if rc < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Frames in the TX ring or on their way out, not yet reaped.
+    pub fn tx_in_flight(&self) -> usize {
+        self.ledger.tx_in_flight
     }
 
     /// Frames built but not yet in the TX ring.
