@@ -4,7 +4,8 @@
 //!
 //! Every test is an `async fn name(t: Backend)` and is instantiated once per backend by
 //! [`e2e_tests!`], which generates one module per backend (`socket::`, `socket_netns::`,
-//! `xdp_skb::`, `xdp_driver::`) with a `#[test]` each. [`run_e2e`] decides whether a variant can
+//! `xdp_skb::`, `xdp_driver::`, `xdp_kernel_tx::`, `io_uring::`, `io_uring_netns::`) with a
+//! `#[test]` each. [`run_e2e`] decides whether a variant can
 //! run here (privileges, XDP backend present) and runs it on its own tokio runtime.
 //!
 //! Every test runs its own daemon, with its own temporary directory and port 0 listeners; the
@@ -58,6 +59,10 @@ pub enum Backend {
     /// Receive through AF_XDP (driver mode), transmit through the kernel socket with GSO
     /// (`xdp.transmit = "kernel"`, what `auto` picks in copy mode).
     XdpKernelTx,
+    /// The io_uring backend on loopback (127.0.0.1, ::1), no privileges needed.
+    IoUring,
+    /// The io_uring backend, daemon in a server namespace, clients over veth (IPv4 and IPv6).
+    IoUringNetns,
 }
 
 impl Backend {
@@ -69,6 +74,8 @@ impl Backend {
             Backend::XdpSkb => "xdp_skb",
             Backend::XdpDriver => "xdp_driver",
             Backend::XdpKernelTx => "xdp_kernel_tx",
+            Backend::IoUring => "io_uring",
+            Backend::IoUringNetns => "io_uring_netns",
         }
     }
 
@@ -77,6 +84,7 @@ impl Backend {
         match self {
             Backend::Socket | Backend::SocketNetns => "socket",
             Backend::XdpSkb | Backend::XdpDriver | Backend::XdpKernelTx => "xdp",
+            Backend::IoUring | Backend::IoUringNetns => "io_uring",
         }
     }
 
@@ -84,6 +92,7 @@ impl Backend {
     pub fn xdp_attach(self) -> Option<&'static str> {
         match self {
             Backend::Socket | Backend::SocketNetns => None,
+            Backend::IoUring | Backend::IoUringNetns => None,
             Backend::XdpSkb => Some("skb"),
             Backend::XdpDriver | Backend::XdpKernelTx => Some("driver"),
         }
@@ -103,9 +112,22 @@ impl Backend {
         self.xdp_attach().is_some()
     }
 
+    pub fn is_io_uring(self) -> bool {
+        matches!(self, Backend::IoUring | Backend::IoUringNetns)
+    }
+
     /// Runs in network namespaces over veth (needs root).
     pub fn uses_netns(self) -> bool {
-        self != Backend::Socket
+        !matches!(self, Backend::Socket | Backend::IoUring)
+    }
+}
+
+/// Why this machine cannot run the io_uring backend, if it cannot (the kernel or a seccomp
+/// filter refuses `io_uring_setup`).
+pub fn io_uring_problem() -> Option<String> {
+    match ::io_uring::IoUring::new(8) {
+        Ok(_) => None,
+        Err(e) => Some(format!("needs io_uring, which this kernel refuses: {e}")),
     }
 }
 
@@ -120,6 +142,15 @@ where
     if target.uses_netns() && !privileged(test_name) {
         return;
     }
+    if target.is_io_uring() {
+        if let Some(reason) = io_uring_problem() {
+            if std::env::var("QUIXD_REQUIRE_PRIVILEGED").is_ok_and(|v| v == "1") {
+                panic!("{test_name}: QUIXD_REQUIRE_PRIVILEGED=1 but the test {reason}");
+            }
+            eprintln!("skipping {test_name}: it {reason}");
+            return;
+        }
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(workers)
         .enable_all()
@@ -130,7 +161,7 @@ where
 
 /// Instantiates the listed tests of the calling module, each an `async fn NAME(t: Backend)`,
 /// once per backend: it generates one module per backend (`socket`, `socket_netns`, `xdp_skb`,
-/// `xdp_driver`), each holding a `#[test] fn NAME` that calls [`run_e2e`]. `NAME(4)` gives the
+/// `xdp_driver`, `xdp_kernel_tx`, `io_uring`, `io_uring_netns`), each holding a `#[test] fn NAME` that calls [`run_e2e`]. `NAME(4)` gives the
 /// test 4 tokio worker threads instead of 2. A leading `[module = Backend, ...]` list restricts
 /// the backends.
 ///
@@ -167,6 +198,8 @@ macro_rules! e2e_tests {
                 xdp_skb = XdpSkb,
                 xdp_driver = XdpDriver,
                 xdp_kernel_tx = XdpKernelTx,
+                io_uring = IoUring,
+                io_uring_netns = IoUringNetns,
             ]
             { $($tests)* }
         );

@@ -5,7 +5,9 @@
 //! - `socket_netns`: kernel sockets, daemon in a server namespace, clients in a client
 //!   namespace, over veth (IPv4 and IPv6);
 //! - `xdp_skb`, `xdp_driver`: the AF_XDP backend on the server's veth, XDP attached in SKB or
-//!   driver mode, same network as `socket_netns`.
+//!   driver mode, same network as `socket_netns`;
+//! - `io_uring`, `io_uring_netns`: the io_uring backend on loopback, and over veth like
+//!   `socket_netns`.
 //!
 //! Each test file instantiates its tests per backend with `e2e_tests!`, so a test's name is
 //! `FILE::BACKEND::TEST` and a backend is selected with a filter:
@@ -20,6 +22,9 @@
 //! `QUIXD_REQUIRE_PRIVILEGED=1`. See `harness.rs` for the backends, the daemon guard, the
 //! config writer and the client helpers, and `../support/netns.rs` for the namespaces.
 
+// Namespaces, signals and XDP: Linux only (the Windows build is checked by tests/windows.rs).
+#![cfg(target_os = "linux")]
+
 #[path = "../support/netns.rs"]
 mod netns;
 
@@ -33,3 +38,4 @@ mod errors;
 mod handshake;
 mod perf;
 mod shutdown;
+mod uring;

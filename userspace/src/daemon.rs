@@ -15,6 +15,19 @@ pub enum DaemonError {
     #[cfg(target_os = "linux")]
     #[error(transparent)]
     Xdp(#[from] crate::datapath::xdp::XdpError),
+    #[cfg(target_os = "linux")]
+    #[error(transparent)]
+    IoUring(#[from] crate::datapath::uring::UringError),
+    /// A backend named in the config could not start; it is never silently replaced.
+    /// The reason follows in the error chain (`{:#}`), with its own causes.
+    #[error("server.backend = \"{backend}\" cannot start")]
+    Backend {
+        backend: Backend,
+        #[source]
+        reason: Box<DaemonError>,
+    },
+    #[error(transparent)]
+    Rio(#[from] crate::datapath::rio::RioError),
     #[error("backend `{0}` is not available on this platform")]
     Unsupported(&'static str),
     #[error(transparent)]
@@ -33,10 +46,7 @@ pub struct Daemon {
 impl Daemon {
     /// Binds the datapath and builds the QUIC endpoint.
     pub fn new(config: &Config) -> Result<Self, DaemonError> {
-        let datapath: Box<dyn Datapath> = match config.server.backend {
-            Backend::Socket => Box::new(SocketDatapath::bind(&config.server.listen)?),
-            Backend::Xdp => open_xdp(config)?,
-        };
+        let datapath = open_backend(config)?;
         let caps = datapath.capabilities();
         let driver = Driver::new(config, &caps)?;
         for addr in &caps.local_addrs {
@@ -82,6 +92,148 @@ impl Daemon {
         );
         Ok(())
     }
+}
+
+/// Opens the backend the config asks for. One named explicitly that cannot start is an error
+/// saying why; `auto` tries XDP, io_uring and sockets in turn and logs one line per step.
+fn open_backend(config: &Config) -> Result<Box<dyn Datapath>, DaemonError> {
+    let backend = config.server.backend;
+    let open = match backend {
+        Backend::Auto => return open_auto(config),
+        Backend::Socket => open_socket,
+        Backend::Xdp => open_xdp,
+        Backend::IoUring => open_io_uring,
+        Backend::Rio => open_rio,
+    };
+    tracing::info!("backend {backend}: chosen in the config");
+    open(config).map_err(|e| DaemonError::Backend {
+        backend,
+        reason: Box::new(e),
+    })
+}
+
+fn open_auto(config: &Config) -> Result<Box<dyn Datapath>, DaemonError> {
+    // Windows: RIO, else kernel sockets (XDP and io_uring skip themselves there).
+    if cfg!(windows) {
+        use crate::datapath::rio::{self, RioError};
+        match rio::open(&config.server.listen, &config.rio) {
+            Ok(dp) => {
+                tracing::info!("backend auto: running rio");
+                return Ok(dp);
+            }
+            // A port that cannot be bound is no reason to try another backend.
+            Err(e @ RioError::Bind { .. }) => return Err(e.into()),
+            Err(e) => tracing::info!("backend auto: rio skipped: {e}"),
+        }
+    } else {
+        tracing::info!("backend auto: rio skipped: RIO exists only on Windows");
+    }
+    match xdp_unusable(config) {
+        Some(why) => tracing::info!("backend auto: xdp skipped: {why}"),
+        None => match open_xdp(config) {
+            Ok(dp) => {
+                tracing::info!("backend auto: running xdp");
+                return Ok(dp);
+            }
+            Err(e) => tracing::info!(
+                "backend auto: xdp skipped: it failed to start: {}",
+                chain(&e)
+            ),
+        },
+    }
+    match open_io_uring(config) {
+        Ok(dp) => {
+            tracing::info!("backend auto: running io_uring");
+            return Ok(dp);
+        }
+        // A port that cannot be bound is no reason to try another backend: it would fail too.
+        #[cfg(target_os = "linux")]
+        Err(DaemonError::IoUring(crate::datapath::uring::UringError::Socket(e))) => {
+            return Err(e.into())
+        }
+        Err(e) => tracing::info!("backend auto: io_uring skipped: {}", chain(&e)),
+    }
+    let dp = open_socket(config)?;
+    tracing::info!("backend auto: running socket");
+    Ok(dp)
+}
+
+/// An error and its causes, on one line.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cause = c.source();
+    }
+    out
+}
+
+fn open_rio(config: &Config) -> Result<Box<dyn Datapath>, DaemonError> {
+    Ok(crate::datapath::rio::open(
+        &config.server.listen,
+        &config.rio,
+    )?)
+}
+
+fn open_socket(config: &Config) -> Result<Box<dyn Datapath>, DaemonError> {
+    Ok(Box::new(SocketDatapath::bind(&config.server.listen)?))
+}
+
+/// Why `auto` does not try XDP, if it does not.
+fn xdp_unusable(config: &Config) -> Option<String> {
+    if !cfg!(target_os = "linux") {
+        return Some("AF_XDP exists only on Linux".into());
+    }
+    match &config.xdp {
+        None => return Some("no [xdp] table names an interface".into()),
+        Some(x) if x.interface.is_empty() => return Some("[xdp] names no interface".into()),
+        Some(_) => {}
+    }
+    // Effective capabilities: CAP_NET_ADMIN (12) to attach, CAP_BPF (39) or CAP_SYS_ADMIN (21)
+    // to load the program.
+    let caps = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))
+                .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        })
+        .unwrap_or(0);
+    let has = |cap: u32| caps & (1 << cap) != 0;
+    let mut missing = Vec::new();
+    if !has(12) {
+        missing.push("CAP_NET_ADMIN");
+    }
+    if !has(39) && !has(21) {
+        missing.push("CAP_BPF");
+    }
+    (!missing.is_empty()).then(|| {
+        format!(
+            "needs {} (run as root or grant them)",
+            missing.join(" and ")
+        )
+    })
+}
+
+#[cfg(target_os = "linux")]
+fn open_io_uring(config: &Config) -> Result<Box<dyn Datapath>, DaemonError> {
+    use crate::datapath::uring::{UringDatapath, UringSettings};
+
+    let u = &config.io_uring;
+    let settings = UringSettings {
+        listen: config.server.listen.clone(),
+        buffers: u.buffers as u16,
+        buffer_size: u.buffer_size as usize,
+        send_zc: u.send_zc,
+    };
+    Ok(Box::new(UringDatapath::open(&settings)?))
+}
+
+#[cfg(not(target_os = "linux"))]
+fn open_io_uring(_: &Config) -> Result<Box<dyn Datapath>, DaemonError> {
+    Err(DaemonError::Unsupported("io_uring"))
 }
 
 #[cfg(target_os = "linux")]

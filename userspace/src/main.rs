@@ -68,14 +68,64 @@ fn init_logs(level: &str) -> anyhow::Result<()> {
 fn run(config_path: &std::path::Path) -> anyhow::Result<()> {
     let config = Config::load(config_path)?;
     let stop = Arc::new(AtomicBool::new(false));
+    #[cfg(not(windows))]
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         // A second signal while draining exits at once.
         signal_hook::flag::register_conditional_shutdown(signal, 1, stop.clone())
             .context("installing signal handlers")?;
         signal_hook::flag::register(signal, stop.clone()).context("installing signal handlers")?;
     }
+    #[cfg(windows)]
+    console_ctrl::install(stop.clone()).context("installing the console control handler")?;
     let daemon =
         Daemon::new(&config).with_context(|| format!("starting with {}", config_path.display()))?;
     daemon.run(&stop)?;
     Ok(())
+}
+
+/// Shutdown on Windows: Ctrl-C and Ctrl-Break drain like SIGINT (a second one exits at once);
+/// closing the console, logoff and system shutdown drain for as long as Windows allows.
+#[cfg(windows)]
+mod console_ctrl {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, OnceLock};
+    use std::time::Duration;
+
+    use windows_sys::core::BOOL;
+    use windows_sys::Win32::System::Console::{
+        SetConsoleCtrlHandler, CTRL_BREAK_EVENT, CTRL_CLOSE_EVENT, CTRL_C_EVENT, CTRL_LOGOFF_EVENT,
+        CTRL_SHUTDOWN_EVENT,
+    };
+
+    static STOP: OnceLock<Arc<AtomicBool>> = OnceLock::new();
+
+    /// Runs on a thread Windows starts for each event.
+    unsafe extern "system" fn handler(event: u32) -> BOOL {
+        let Some(stop) = STOP.get() else { return 0 };
+        match event {
+            CTRL_C_EVENT | CTRL_BREAK_EVENT => {
+                if stop.swap(true, Ordering::SeqCst) {
+                    std::process::exit(1);
+                }
+                1
+            }
+            CTRL_CLOSE_EVENT | CTRL_LOGOFF_EVENT | CTRL_SHUTDOWN_EVENT => {
+                stop.store(true, Ordering::SeqCst);
+                // Windows ends the process when this returns (or after about 5 s): give the
+                // drain that time; the process exits sooner if the drain finishes first.
+                std::thread::sleep(Duration::from_millis(4500));
+                1
+            }
+            _ => 0,
+        }
+    }
+
+    pub fn install(stop: Arc<AtomicBool>) -> std::io::Result<()> {
+        let _ = STOP.set(stop);
+        // SAFETY: `handler` is a valid handler routine that lives as long as the process.
+        if unsafe { SetConsoleCtrlHandler(Some(handler), 1) } == 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    }
 }

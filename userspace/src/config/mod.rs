@@ -24,6 +24,11 @@ pub struct Config {
     pub apps: Apps,
     #[serde(default)]
     pub xdp: Option<Xdp>,
+    #[serde(default)]
+    pub io_uring: IoUring,
+    /// Settings of the RIO backend (`[rio]`; Windows).
+    #[serde(default)]
+    pub rio: crate::datapath::rio::RioConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -41,10 +46,63 @@ pub struct Server {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Backend {
-    #[default]
-    Socket,
+    /// The best backend that starts here: XDP (when `[xdp]` is configured and the privileges
+    /// are there), then io_uring, then kernel sockets. Each step is logged.
+    Auto,
     /// AF_XDP sockets fed by our XDP program on `[xdp] interface` (Linux).
     Xdp,
+    /// Kernel UDP sockets driven through io_uring (Linux 6.0+).
+    IoUring,
+    /// Registered I/O (RIO) sockets (Windows).
+    Rio,
+    /// Kernel UDP sockets through quinn-udp (every platform).
+    #[default]
+    Socket,
+}
+
+impl Backend {
+    /// The name as written in the config.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Backend::Auto => "auto",
+            Backend::Xdp => "xdp",
+            Backend::IoUring => "io_uring",
+            Backend::Rio => "rio",
+            Backend::Socket => "socket",
+        }
+    }
+}
+
+impl std::fmt::Display for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Settings of the io_uring backend (`[io_uring]`; used by `backend = "io_uring"` and by
+/// `auto` when it picks io_uring).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IoUring {
+    /// Provided receive buffers shared by all sockets (power of two, 8..=32768).
+    pub buffers: u32,
+    /// Payload bytes per receive buffer (2048..=65536). At 65536 a buffer holds a whole GRO
+    /// batch and UDP_GRO is turned on; below, GRO stays off. `transport.max_udp_payload_size`
+    /// is lowered to it when larger (we could not receive bigger datagrams).
+    pub buffer_size: u32,
+    /// Zero-copy sends (IORING_OP_SENDMSG_ZC, Linux 6.1+). Off by default: it only pays for
+    /// large GSO batches on a real NIC; on loopback and veth the kernel copies anyway.
+    pub send_zc: bool,
+}
+
+impl Default for IoUring {
+    fn default() -> Self {
+        Self {
+            buffers: 128,
+            buffer_size: 65536,
+            send_zc: false,
+        }
+    }
 }
 
 /// Settings of the XDP/AF_XDP backend.
@@ -402,6 +460,22 @@ impl Config {
                 }
             }
             _ => {}
+        }
+        let u = &self.io_uring;
+        if !u.buffers.is_power_of_two() || !(8..=32768).contains(&u.buffers) {
+            return fail(
+                "io_uring.buffers",
+                format!("{} is not a power of two in 8..=32768", u.buffers),
+            );
+        }
+        if !(2048..=65536).contains(&u.buffer_size) {
+            return fail(
+                "io_uring.buffer_size",
+                format!("{} is outside 2048..=65536", u.buffer_size),
+            );
+        }
+        if let Err((field, message)) = self.rio.validate() {
+            return fail(field, message);
         }
         if let Some(hq) = &self.apps.hq {
             if !hq.root.is_dir() {

@@ -11,7 +11,8 @@ fn parse(src: &str) -> Result<Config, ConfigError> {
 /// A valid minimal config whose document root exists.
 fn minimal() -> String {
     format!(
-        "[server]\nlisten = [\"127.0.0.1:4433\"]\n\n[apps.hq]\nroot = \"{}\"\n",
+        // A literal string: Windows paths have backslashes, which basic strings would escape.
+        "[server]\nlisten = [\"127.0.0.1:4433\"]\n\n[apps.hq]\nroot = '{}'\n",
         std::env::temp_dir().display()
     )
 }
@@ -136,4 +137,80 @@ fn syntax_error_has_a_line() {
     let src = minimal() + "[transport\nretry = true\n";
     let err = parse(&src).unwrap_err();
     assert_eq!(err.location().map(|l| l.line), Some(6), "{err}");
+}
+
+#[test]
+fn every_backend_name_parses() {
+    for (name, want) in [
+        ("auto", Backend::Auto),
+        ("io_uring", Backend::IoUring),
+        ("socket", Backend::Socket),
+    ] {
+        let src = minimal().replacen(
+            "[server]\n",
+            &format!("[server]\nbackend = \"{name}\"\n"),
+            1,
+        );
+        let config = parse(&src).unwrap();
+        assert_eq!(config.server.backend, want);
+        assert_eq!(want.as_str(), name);
+    }
+    // Left out: the socket backend.
+    assert_eq!(parse(&minimal()).unwrap().server.backend, Backend::Socket);
+    let src = minimal().replacen("[server]\n", "[server]\nbackend = \"iouring\"\n", 1);
+    expect_error(&src, 2, "server.backend", "unknown variant `iouring`");
+    // `auto` needs no [xdp] table; `xdp` does.
+    let src = minimal().replacen("[server]\n", "[server]\nbackend = \"xdp\"\n", 1);
+    expect_error(&src, 2, "server.backend", "needs an [xdp] table");
+}
+
+#[test]
+fn io_uring_table_defaults_and_values() {
+    let config = parse(&minimal()).unwrap();
+    assert_eq!(config.io_uring, IoUring::default());
+    assert_eq!(
+        (config.io_uring.buffers, config.io_uring.buffer_size),
+        (128, 65536)
+    );
+    assert!(!config.io_uring.send_zc, "zero-copy sends are opt-in");
+    let src = minimal() + "[io_uring]\nbuffers = 1024\nbuffer_size = 2048\nsend_zc = true\n";
+    let config = parse(&src).unwrap();
+    assert_eq!(
+        config.io_uring,
+        IoUring {
+            buffers: 1024,
+            buffer_size: 2048,
+            send_zc: true
+        }
+    );
+}
+
+#[test]
+fn io_uring_table_errors_point_at_the_field() {
+    let src = minimal() + "[io_uring]\nbuffers = 100\n";
+    expect_error(
+        &src,
+        7,
+        "io_uring.buffers",
+        "not a power of two in 8..=32768",
+    );
+    let src = minimal() + "[io_uring]\nbuffers = 65536\n";
+    expect_error(&src, 7, "io_uring.buffers", "not a power of two");
+    let src = minimal() + "[io_uring]\nsend_zc = true\nbuffer_size = 1500\n";
+    expect_error(&src, 8, "io_uring.buffer_size", "outside 2048..=65536");
+    let src = minimal() + "[io_uring]\nbuffer_size = 70000\n";
+    expect_error(&src, 7, "io_uring.buffer_size", "outside 2048..=65536");
+    let src = minimal() + "[io_uring]\nsqpoll = true\n";
+    expect_error(&src, 7, "io_uring.sqpoll", "unknown field `sqpoll`");
+}
+
+#[test]
+fn example_config_documents_io_uring() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/quixd.toml");
+    let config = Config::load(&path).unwrap();
+    assert_eq!(
+        config.io_uring,
+        IoUring::default(),
+        "the example shows the defaults"
+    );
 }

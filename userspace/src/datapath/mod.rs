@@ -19,7 +19,13 @@ use std::time::Duration;
 #[cfg(target_os = "linux")]
 pub mod xdp;
 
+// The RIO state machine, its slot layout and its test double are portable (tested on Linux);
+// only `rio/sys.rs`, the real function table, is Windows-only.
+pub mod rio;
+pub mod slots;
 pub mod socket;
+#[cfg(target_os = "linux")]
+pub mod uring;
 #[cfg(unix)]
 mod wait;
 

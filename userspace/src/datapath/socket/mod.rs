@@ -28,7 +28,10 @@ pub enum SocketError {
 
 struct Endpoint {
     socket: UdpSocket,
-    state: UdpSocketState,
+    /// quinn-udp's state (GSO, GRO, ECN, our address per datagram). `None` on Windows systems
+    /// that refuse its socket options (Wine lacks IP_RECVECN): plain `send_to` / `recv_from`
+    /// then, one datagram at a time, without ECN or our address.
+    state: Option<UdpSocketState>,
     local: SocketAddr,
 }
 
@@ -101,11 +104,23 @@ fn open(addr: SocketAddr) -> Result<Endpoint, SocketError> {
         .bind(&addr.into())
         .map_err(|source| SocketError::Bind { addr, source })?;
     socket.set_nonblocking(true).map_err(configure)?;
-    let socket: UdpSocket = socket.into();
-    let state = UdpSocketState::new((&socket).into()).map_err(configure)?;
     // Best effort: without privileges the kernel caps these at net.core.*mem_max.
-    let _ = state.set_recv_buffer_size((&socket).into(), SOCKET_BUFFER_BYTES);
-    let _ = state.set_send_buffer_size((&socket).into(), SOCKET_BUFFER_BYTES);
+    let _ = socket.set_recv_buffer_size(SOCKET_BUFFER_BYTES);
+    let _ = socket.set_send_buffer_size(SOCKET_BUFFER_BYTES);
+    let socket: UdpSocket = socket.into();
+    let state = match UdpSocketState::new((&socket).into()) {
+        Ok(state) => Some(state),
+        Err(e) if cfg!(windows) => {
+            tracing::warn!(
+                %addr,
+                error = %e,
+                "quinn-udp cannot set this socket up (no ECN, packet info or offloads here): \
+                 plain send_to/recv_from"
+            );
+            None
+        }
+        Err(e) => return Err(configure(e)),
+    };
     let local = socket.local_addr().map_err(configure)?;
     Ok(Endpoint {
         socket,
@@ -123,6 +138,9 @@ impl SocketDatapath {
             return true;
         };
         let ep = &self.endpoints[idx];
+        let Some(state) = &ep.state else {
+            return self.send_plain(idx, slot);
+        };
         let transmit = Transmit {
             destination: slot.meta.dst,
             ecn: slot.meta.ecn.map(ecn_to_udp),
@@ -130,7 +148,7 @@ impl SocketDatapath {
             segment_size: slot.meta.segment_size,
             src_ip: slot.meta.src_ip,
         };
-        match ep.state.try_send((&ep.socket).into(), &transmit) {
+        match state.try_send((&ep.socket).into(), &transmit) {
             Ok(()) => {
                 self.counters.tx_transmits += 1;
                 self.counters.tx_bytes += slot.buf.len() as u64;
@@ -148,6 +166,36 @@ impl SocketDatapath {
                 true
             }
         }
+    }
+
+    /// [`SocketDatapath::send_one`] without quinn-udp: one `send_to` per datagram.
+    fn send_plain(&mut self, idx: usize, slot: &TxSlot) -> bool {
+        let ep = &self.endpoints[idx];
+        let seg = slot.meta.segment_size.unwrap_or(slot.buf.len()).max(1);
+        // A dual-stack socket reaches IPv4 peers at IPv4-mapped addresses.
+        let dst = match slot.meta.dst {
+            SocketAddr::V4(v4) if ep.local.is_ipv6() => {
+                SocketAddr::new(v4.ip().to_ipv6_mapped().into(), v4.port())
+            }
+            dst => dst,
+        };
+        for (i, datagram) in slot.buf.chunks(seg).enumerate() {
+            match ep.socket.send_to(datagram, dst) {
+                Ok(_) => self.counters.tx_bytes += datagram.len() as u64,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock && i == 0 => {
+                    self.counters.tx_would_block += 1;
+                    return false;
+                }
+                Err(e) => {
+                    // Lost like a dropped packet (the rest of a batch too); QUIC recovers.
+                    self.counters.tx_errors += 1;
+                    tracing::debug!(dst = %slot.meta.dst, error = %e, "socket send error");
+                    return true;
+                }
+            }
+        }
+        self.counters.tx_transmits += 1;
+        true
     }
 
     /// Waits on these sockets and on `extra` descriptors of a backend built on top.
@@ -190,10 +238,13 @@ impl Datapath for SocketDatapath {
             max_tx_segments: self
                 .endpoints
                 .iter()
-                .map(|e| e.state.max_gso_segments())
+                .map(|e| e.state.as_ref().map_or(1, |s| s.max_gso_segments()))
                 .min()
                 .unwrap_or(1),
-            may_fragment: self.endpoints.iter().any(|e| e.state.may_fragment()),
+            may_fragment: self
+                .endpoints
+                .iter()
+                .any(|e| e.state.as_ref().is_none_or(|s| s.may_fragment())),
             local_addrs: self.endpoints.iter().map(|e| e.local).collect(),
             // The kernel fragments or refuses (EMSGSIZE) by itself.
             max_udp_payload: None,
@@ -210,10 +261,10 @@ impl Datapath for SocketDatapath {
                 let mut it = self.rx_bufs.iter_mut();
                 std::array::from_fn(|_| IoSliceMut::new(it.next().expect("RX_SLOTS buffers")))
             };
-            let n = match ep
-                .state
-                .recv((&ep.socket).into(), &mut slices, &mut self.rx_meta)
-            {
+            let n = match match &ep.state {
+                Some(state) => state.recv((&ep.socket).into(), &mut slices, &mut self.rx_meta),
+                None => recv_plain(&ep.socket, &mut slices, &mut self.rx_meta),
+            } {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -273,6 +324,30 @@ impl Datapath for SocketDatapath {
             ("tx_would_block", c.tx_would_block),
         ]
     }
+}
+
+/// `recvfrom` until the socket is empty or the slots are full (the path without quinn-udp).
+fn recv_plain(
+    socket: &UdpSocket,
+    bufs: &mut [IoSliceMut<'_>],
+    meta: &mut [RecvMeta],
+) -> io::Result<usize> {
+    let mut n = 0;
+    for (buf, meta) in bufs.iter_mut().zip(meta.iter_mut()) {
+        match socket.recv_from(buf) {
+            Ok((len, addr)) => {
+                *meta = RecvMeta::default();
+                meta.addr = addr;
+                meta.len = len;
+                meta.stride = len;
+                n += 1;
+            }
+            // Hand over what came; an error that persists shows on the next call.
+            Err(_) if n > 0 => break,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
 }
 
 fn ecn_from_udp(e: EcnCodepoint) -> Ecn {

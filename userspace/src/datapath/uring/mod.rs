@@ -1,0 +1,644 @@
+//! The io_uring backend: kernel UDP sockets driven through one io_uring (Linux 6.0+).
+//!
+//! - Receive: one multishot `IORING_OP_RECVMSG` per socket draws buffers from a provided
+//!   buffer ring ([`bufring`]). Each completion names a buffer holding the peer's address,
+//!   control messages (ECN, our address, GRO segment size) and the payload ([`msg`]); the
+//!   payload is lent to the driver, and the buffer goes back to the ring when the driver's
+//!   callback returns. No receive syscall per datagram, no copy besides the driver's own.
+//! - Send: each transmit is copied into a send slot ([`slots`]) whose `msghdr`, control
+//!   messages (ECN, source address, `UDP_SEGMENT` for a GSO batch) and payload stay put until
+//!   the completion; `IORING_OP_SENDMSG`, or `IORING_OP_SENDMSG_ZC` with `[io_uring] send_zc`.
+//! - One `io_uring_enter` per loop turn for everything queued: in [`Datapath::wait`] when the
+//!   loop sleeps (submit and wait), otherwise at the start of the next [`Datapath::recv`].
+//! - Recovery: a multishot request that ends (buffers ran out: ENOBUFS, or anything else) is
+//!   re-armed after the turn's buffers are back in the ring; the socket and its queued
+//!   datagrams stay. Completion queue overflow is flagged by the kernel and flushed by the next
+//!   enter; the CQ is sized so it cannot overflow in the first place.
+//!
+//! Every datagram dropped here is counted under a name ([`UringCounters`]).
+
+use std::collections::VecDeque;
+use std::io;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use super::{Capabilities, Datapath, Ecn, RxMeta, TxBatch, TxSlot};
+
+mod bufring;
+mod error;
+mod msg;
+mod ring;
+mod slots;
+mod sock;
+
+pub use bufring::LedgerSummary;
+pub use error::UringError;
+pub use ring::RingCounters;
+
+use msg::SendOptions;
+use ring::{Event, Ring, RingConfig};
+
+/// Completions handed to the driver per `recv` call, so sends are not held up by a flood.
+const RX_BATCH: usize = 64;
+/// Sends in flight at once.
+const SEND_SLOTS: u16 = 64;
+/// The largest transmit: the driver's transmit buffers hold 64 KiB, a UDP GSO batch too.
+const SEND_PAYLOAD: usize = 64 * 1024;
+/// Segments per GSO send we announce (the kernel's UDP_MAX_SEGMENTS is 64 or more).
+const MAX_GSO_SEGMENTS: usize = 64;
+/// A GRO batch is at most 64 KiB: buffers that hold one get UDP_GRO.
+const GRO_PAYLOAD: usize = 65535;
+/// Multishot requests on one socket that may end in an error, back to back, with no datagram
+/// in between, before `recv` gives up with an error instead of re-arming forever.
+const MAX_REARM_FAILURES: u32 = 32;
+
+/// What the io_uring backend needs from the config.
+#[derive(Debug, Clone)]
+pub struct UringSettings {
+    pub listen: Vec<SocketAddr>,
+    /// Provided receive buffers (a power of two, shared by all sockets).
+    pub buffers: u16,
+    /// Payload bytes per receive buffer; below 65535 GRO stays off.
+    pub buffer_size: usize,
+    /// Zero-copy sends (`IORING_OP_SENDMSG_ZC`).
+    pub send_zc: bool,
+}
+
+/// Counters of the io_uring backend. Every datagram we drop has its own counter.
+#[derive(Debug, Default, Clone)]
+pub struct UringCounters {
+    /// `recv` calls: the driver's loop turns (compare with `ring_enters`).
+    pub turns: u64,
+    pub rx_datagrams: u64,
+    pub rx_bytes: u64,
+    /// Completions carrying more than one datagram (GRO).
+    pub rx_gro_batches: u64,
+    /// Received datagrams by ECN codepoint.
+    pub rx_ecn_ect0: u64,
+    pub rx_ecn_ect1: u64,
+    pub rx_ecn_ce: u64,
+    /// Dropped: the datagram was larger than a receive buffer.
+    pub rx_truncated: u64,
+    /// Dropped: unreadable buffer layout or peer address.
+    pub rx_malformed: u64,
+    /// Dropped: zero-length datagrams.
+    pub rx_empty: u64,
+    /// Dropped: a completion named a buffer the ledger says the kernel does not hold.
+    pub rx_ledger_errors: u64,
+    /// Dropped: received by the kernel but still unread when the backend closed.
+    pub rx_dropped_at_close: u64,
+    /// Dropped by the kernel before we saw them: a socket's receive queue was full
+    /// (`SO_RXQ_OVFL`, summed over the sockets).
+    pub rx_socket_drops: u64,
+    /// Delivered without some metadata: control messages cut short or malformed.
+    pub rx_control_truncated: u64,
+    pub rx_control_malformed: u64,
+    /// Multishot receives that ran out of provided buffers (ENOBUFS) and were re-armed; the
+    /// datagrams waited in the socket meanwhile.
+    pub rx_no_buffers: u64,
+    /// Multishot receives that ended for another reason and were re-armed.
+    pub rx_rearmed: u64,
+    /// Receive completions with an error.
+    pub rx_errors: u64,
+    /// Send requests queued, datagrams and bytes in them.
+    pub tx_transmits: u64,
+    pub tx_datagrams: u64,
+    pub tx_bytes: u64,
+    /// Datagrams sent with an ECN codepoint (quinn-proto asks for ECT(0) while ECN validates).
+    pub tx_ecn_marked: u64,
+    /// GSO batches sent as one request per datagram because the kernel refused GSO.
+    pub tx_split: u64,
+    /// Dropped: no socket serves the source port and destination family.
+    pub tx_no_socket: u64,
+    /// Dropped: larger than a send slot.
+    pub tx_too_big: u64,
+    /// Dropped: empty transmits.
+    pub tx_empty: u64,
+    /// Dropped: EMSGSIZE (a path MTU probe larger than the interface MTU).
+    pub tx_emsgsize: u64,
+    /// Dropped: the send completed with another error.
+    pub tx_errors: u64,
+    /// Times a send call stopped early because every send slot was in flight.
+    pub tx_slots_full: u64,
+    /// Zero-copy sends for which the kernel copied after all (e.g. loopback).
+    pub tx_zc_copied: u64,
+}
+
+/// One receive completion waiting to be processed.
+#[derive(Debug, Clone, Copy)]
+struct RecvCqe {
+    sock: usize,
+    res: i32,
+    more: bool,
+    bid: Option<u16>,
+}
+
+pub struct UringDatapath {
+    // First: dropped (requests cancelled) before the sockets close.
+    ring: Ring,
+    sockets: Vec<sock::Bound>,
+    /// Receive completions reaped but not yet handed over (reaping for send completions also
+    /// collects these). Capacity for every buffer plus one ending per socket: never grows.
+    rx_queue: VecDeque<RecvCqe>,
+    rearm: Vec<bool>,
+    failures: Vec<u32>,
+    /// Each socket's last `SO_RXQ_OVFL` drop count.
+    socket_drops: Vec<u32>,
+    gso: bool,
+    /// The kernel refused a GSO send (EIO/EINVAL): split batches from now on.
+    gso_broken: bool,
+    may_fragment: bool,
+    buffer_payload: usize,
+    counters: UringCounters,
+}
+
+impl UringDatapath {
+    /// Sets up the ring (failing before any port is bound if the kernel refuses io_uring),
+    /// binds the sockets, registers them and arms the receives.
+    pub fn open(settings: &UringSettings) -> Result<Self, UringError> {
+        Self::open_sized(settings, None)
+    }
+
+    /// [`UringDatapath::open`] with a completion queue of `cq_entries` (tests).
+    fn open_sized(settings: &UringSettings, cq_entries: Option<u32>) -> Result<Self, UringError> {
+        let buffer_payload = settings.buffer_size.clamp(1200, 65536);
+        let want_gro = buffer_payload >= GRO_PAYLOAD;
+        let cfg = RingConfig {
+            sockets: settings.listen.len(),
+            buffers: settings.buffers,
+            buffer_size: (msg::RECV_HEADROOM + buffer_payload).next_multiple_of(64),
+            send_slots: SEND_SLOTS,
+            send_payload: SEND_PAYLOAD,
+            zero_copy: settings.send_zc,
+            cq_entries,
+        };
+        let mut ring = Ring::new(&cfg)?;
+        let sockets = settings
+            .listen
+            .iter()
+            .map(|&addr| sock::bind(addr, want_gro))
+            .collect::<Result<Vec<_>, _>>()?;
+        let fds: Vec<_> = sockets.iter().map(sock::Bound::fd).collect();
+        ring.register_sockets(&fds)?;
+        let n = sockets.len();
+        let mut dp = Self {
+            ring,
+            rx_queue: VecDeque::with_capacity(settings.buffers as usize + 2 * n),
+            rearm: vec![false; n],
+            failures: vec![0; n],
+            socket_drops: vec![0; n],
+            gso: sock::gso_supported(),
+            gso_broken: false,
+            may_fragment: sockets.iter().any(|s| s.may_fragment),
+            buffer_payload,
+            sockets,
+            counters: UringCounters::default(),
+        };
+        for i in 0..n {
+            dp.ring.arm_recv(i).map_err(|error| UringError::Io {
+                what: "arming receives",
+                error,
+            })?;
+        }
+        dp.ring.submit().map_err(|error| UringError::Io {
+            what: "the first submission",
+            error,
+        })?;
+        // A kernel without multishot recvmsg (before 6.0) rejects the request at once.
+        dp.reap();
+        if dp.rx_queue.iter().any(|c| c.res == -libc::EINVAL) {
+            return Err(UringError::KernelTooOld {
+                what: "multishot recvmsg (IORING_RECV_MULTISHOT)",
+                version: "6.0",
+            });
+        }
+        tracing::info!(
+            sockets = n,
+            buffers = settings.buffers,
+            buffer_payload,
+            gro = dp.sockets.iter().all(|s| s.gro),
+            gso = dp.gso,
+            send_zc = settings.send_zc,
+            "io_uring ready: multishot recvmsg into a provided buffer ring, registered sockets"
+        );
+        Ok(dp)
+    }
+
+    pub fn uring_counters(&self) -> &UringCounters {
+        &self.counters
+    }
+
+    pub fn ring_counters(&self) -> &RingCounters {
+        self.ring.counters()
+    }
+
+    /// Where every provided buffer is.
+    pub fn ledger(&self) -> LedgerSummary {
+        self.ring.ledger()
+    }
+
+    /// The socket that serves `port` for destinations of `dst`'s family. A dual-stack IPv6
+    /// socket serves IPv4 peers too (they appear as IPv4-mapped addresses).
+    fn endpoint_for(&self, port: u16, dst: &SocketAddr) -> Option<usize> {
+        let family_match = |s: &sock::Bound| s.local.is_ipv4() == dst.is_ipv4();
+        self.sockets
+            .iter()
+            .position(|s| s.local.port() == port && family_match(s))
+            .or_else(|| self.sockets.iter().position(|s| s.local.port() == port))
+    }
+
+    /// Moves completions out of the CQ: sends are settled, receives queued for `recv`.
+    fn reap(&mut self) {
+        let Self {
+            ring,
+            rx_queue,
+            counters,
+            gso_broken,
+            ..
+        } = self;
+        ring.reap(|ev| match ev {
+            Event::Recv {
+                sock,
+                res,
+                more,
+                bid,
+            } => rx_queue.push_back(RecvCqe {
+                sock,
+                res,
+                more,
+                bid,
+            }),
+            Event::Sent { res, info } if res < 0 => {
+                let errno = -res;
+                match errno {
+                    libc::EMSGSIZE => counters.tx_emsgsize += 1,
+                    _ => {
+                        counters.tx_errors += 1;
+                        tracing::debug!(errno, bytes = info.bytes, "io_uring send failed");
+                    }
+                }
+                // Some devices refuse GSO only when a batch is actually sent.
+                if info.segmented && matches!(errno, libc::EIO | libc::EINVAL) && !*gso_broken {
+                    *gso_broken = true;
+                    tracing::warn!(
+                        errno,
+                        "io_uring: the kernel refused a UDP_SEGMENT send; sending batches as \
+                         single datagrams from now on"
+                    );
+                }
+            }
+            Event::Sent { .. } => {}
+            Event::ZcNotified { copied } => {
+                if copied {
+                    counters.tx_zc_copied += 1;
+                }
+            }
+        });
+    }
+
+    /// Processes one receive completion; returns whether a payload was handed to `rx`.
+    fn process(&mut self, c: RecvCqe, rx: &mut dyn FnMut(&RxMeta, &[u8])) -> bool {
+        let mut handed = false;
+        if c.res < 0 {
+            match -c.res {
+                libc::ENOBUFS => self.counters.rx_no_buffers += 1,
+                libc::ECANCELED => {}
+                errno => {
+                    self.counters.rx_errors += 1;
+                    self.failures[c.sock] += 1;
+                    tracing::debug!(
+                        local = %self.sockets[c.sock].local,
+                        errno,
+                        "io_uring receive error"
+                    );
+                }
+            }
+        } else if let Some(bid) = c.bid {
+            self.failures[c.sock] = 0;
+            let local_port = self.sockets[c.sock].local.port();
+            match self.ring.take_buffer(bid, c.res as usize) {
+                Ok(buf) => {
+                    handed = deliver(
+                        buf,
+                        local_port,
+                        &mut self.socket_drops[c.sock],
+                        &mut self.counters,
+                        rx,
+                    );
+                    if let Err(e) = self.ring.give_back(bid) {
+                        self.counters.rx_ledger_errors += 1;
+                        tracing::error!(error = %e, "io_uring buffer ledger");
+                    }
+                }
+                Err(e) => {
+                    self.counters.rx_ledger_errors += 1;
+                    tracing::error!(error = %e, "io_uring buffer ledger");
+                }
+            }
+        } else if c.res > 0 {
+            // Data without a buffer cannot happen with buffer selection.
+            self.counters.rx_malformed += 1;
+        }
+        if !c.more {
+            self.rearm[c.sock] = true;
+            if c.res != -libc::ENOBUFS {
+                self.counters.rx_rearmed += 1;
+            }
+        }
+        handed
+    }
+
+    /// End of a receive turn: buffers back to the kernel (one store), then re-arm the
+    /// multishot requests that ended, so they find buffers.
+    fn finish_rx(&mut self) -> io::Result<()> {
+        self.ring.publish_buffers();
+        for i in 0..self.sockets.len() {
+            if !self.rearm[i] {
+                continue;
+            }
+            if self.failures[i] > MAX_REARM_FAILURES {
+                return Err(io::Error::other(format!(
+                    "io_uring receive on {} failed {} times in a row (see debug log); giving up",
+                    self.sockets[i].local, self.failures[i]
+                )));
+            }
+            self.ring.arm_recv(i)?;
+            self.rearm[i] = false;
+        }
+        Ok(())
+    }
+
+    /// Queues one transmit; false when the send slots are all in flight (try again later).
+    fn send_one(&mut self, t: &TxSlot) -> io::Result<bool> {
+        let Some(idx) = self.endpoint_for(t.meta.src_port, &t.meta.dst) else {
+            self.counters.tx_no_socket += 1;
+            return Ok(true);
+        };
+        let len = t.buf.len();
+        if len == 0 {
+            self.counters.tx_empty += 1;
+            return Ok(true);
+        }
+        if len > self.ring.send_payload_capacity() {
+            self.counters.tx_too_big += 1;
+            return Ok(true);
+        }
+        let Some((dst, ipv4)) = self.sockets[idx].destination(t.meta.dst) else {
+            self.counters.tx_no_socket += 1;
+            return Ok(true);
+        };
+        let seg = t.meta.segment_size.filter(|&s| s > 0 && s < len);
+        let split = seg.is_some() && (self.gso_broken || !self.gso);
+        let datagrams = seg.map_or(1, |s| len.div_ceil(s));
+        let requests = if split { datagrams } else { 1 };
+        if requests > self.ring.send_slots() {
+            // More datagrams than slots (only when split): it would never fit.
+            self.counters.tx_too_big += 1;
+            return Ok(true);
+        }
+        if self.ring.free_send_slots() < requests {
+            return Ok(false);
+        }
+        let opts = SendOptions {
+            ipv4,
+            ecn: t.meta.ecn,
+            src_ip: t.meta.src_ip,
+            segment_size: None,
+        };
+        match seg {
+            Some(seg) if split => {
+                for chunk in t.buf.chunks(seg) {
+                    self.ring.send(idx, &dst, chunk, &opts)?;
+                }
+                self.counters.tx_split += 1;
+            }
+            _ => {
+                let opts = SendOptions {
+                    segment_size: seg.map(|s| s as u16),
+                    ..opts
+                };
+                self.ring.send(idx, &dst, &t.buf, &opts)?;
+            }
+        }
+        self.counters.tx_transmits += requests as u64;
+        self.counters.tx_datagrams += datagrams as u64;
+        self.counters.tx_bytes += len as u64;
+        if t.meta.ecn.is_some() {
+            self.counters.tx_ecn_marked += datagrams as u64;
+        }
+        Ok(true)
+    }
+}
+
+/// Hands one received buffer's payload to `rx`; returns whether it did.
+/// `drops_seen` is the socket's last `SO_RXQ_OVFL` count.
+fn deliver(
+    buf: &[u8],
+    local_port: u16,
+    drops_seen: &mut u32,
+    counters: &mut UringCounters,
+    rx: &mut dyn FnMut(&RxMeta, &[u8]),
+) -> bool {
+    let Some(r) = msg::split_received(buf) else {
+        counters.rx_malformed += 1;
+        return false;
+    };
+    if r.control_truncated {
+        counters.rx_control_truncated += 1;
+    }
+    let info = msg::decode_recv(r.control);
+    if info.malformed {
+        counters.rx_control_malformed += 1;
+    }
+    if let Some(drops) = info.socket_drops {
+        counters.rx_socket_drops += u64::from(drops.wrapping_sub(*drops_seen));
+        *drops_seen = drops;
+    }
+    if r.truncated {
+        counters.rx_truncated += 1;
+        return false;
+    }
+    let Some(src) = msg::decode_sockaddr(r.name) else {
+        counters.rx_malformed += 1;
+        return false;
+    };
+    if r.payload.is_empty() {
+        counters.rx_empty += 1;
+        return false;
+    }
+    let len = r.payload.len();
+    let stride = info
+        .gro_segment
+        .map(usize::from)
+        .filter(|&s| s < len)
+        .unwrap_or(len);
+    let datagrams = len.div_ceil(stride) as u64;
+    counters.rx_datagrams += datagrams;
+    counters.rx_bytes += len as u64;
+    if datagrams > 1 {
+        counters.rx_gro_batches += 1;
+    }
+    match info.ecn {
+        Some(Ecn::Ect0) => counters.rx_ecn_ect0 += datagrams,
+        Some(Ecn::Ect1) => counters.rx_ecn_ect1 += datagrams,
+        Some(Ecn::Ce) => counters.rx_ecn_ce += datagrams,
+        None => {}
+    }
+    let meta = RxMeta {
+        src,
+        dst_ip: info.dst_ip,
+        dst_port: local_port,
+        ecn: info.ecn,
+        stride,
+    };
+    rx(&meta, r.payload);
+    true
+}
+
+impl Datapath for UringDatapath {
+    fn name(&self) -> &'static str {
+        "io_uring"
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            max_tx_segments: if self.gso { MAX_GSO_SEGMENTS } else { 1 },
+            may_fragment: self.may_fragment,
+            local_addrs: self.sockets.iter().map(|s| s.local).collect(),
+            // A datagram larger than a receive buffer would be truncated: tell peers less.
+            max_udp_payload: Some(self.buffer_payload.min(65527) as u16),
+        }
+    }
+
+    fn recv(&mut self, rx: &mut dyn FnMut(&RxMeta, &[u8])) -> io::Result<usize> {
+        self.counters.turns += 1;
+        // Submits what the last turn queued (sends, re-arms) unless `wait` already did.
+        self.ring.submit()?;
+        self.reap();
+        let mut handed = 0;
+        for _ in 0..RX_BATCH {
+            let Some(c) = self.rx_queue.pop_front() else {
+                break;
+            };
+            if self.process(c, rx) {
+                handed += 1;
+            }
+        }
+        self.finish_rx()?;
+        Ok(handed)
+    }
+
+    fn send(&mut self, batch: &mut TxBatch) -> io::Result<()> {
+        self.reap();
+        let mut done = 0;
+        for t in batch.queued() {
+            if !self.send_one(t)? {
+                self.counters.tx_slots_full += 1;
+                break;
+            }
+            done += 1;
+        }
+        batch.consume(done);
+        // Submitted by the next `wait` or `recv`: one enter per loop turn.
+        Ok(())
+    }
+
+    fn wait(&mut self, timeout: Option<Duration>, _tx_pending: bool) -> io::Result<()> {
+        // Any completion wakes us: a datagram, or a send slot coming free.
+        if !self.rx_queue.is_empty() || self.ring.completions_ready() {
+            return self.ring.submit();
+        }
+        self.ring.wait(timeout)
+    }
+
+    fn close(&mut self) {
+        // Let the last sends (connection closes) complete.
+        let deadline = Instant::now() + Duration::from_secs(1);
+        loop {
+            let _ = self.ring.submit();
+            self.reap();
+            if self.ring.sends_in_flight() == 0 || Instant::now() >= deadline {
+                break;
+            }
+            let _ = self.ring.wait(Some(Duration::from_millis(5)));
+        }
+        // Stop receiving, and give back what was received but not read.
+        if let Err(e) = self.ring.cancel_all(Duration::from_millis(500)) {
+            tracing::warn!(error = %e, "io_uring: cancelling the receives");
+        }
+        let _ = self.ring.wait(Some(Duration::from_millis(1)));
+        self.reap();
+        while let Some(c) = self.rx_queue.pop_front() {
+            let Some(bid) = c.bid.filter(|_| c.res >= 0) else {
+                continue;
+            };
+            self.counters.rx_dropped_at_close += 1;
+            let ok = self.ring.take_buffer(bid, 0).is_ok() && self.ring.give_back(bid).is_ok();
+            if !ok {
+                self.counters.rx_ledger_errors += 1;
+            }
+        }
+        self.ring.publish_buffers();
+        let ledger = self.ring.ledger();
+        let in_flight = self.ring.sends_in_flight();
+        if ledger.balanced() && in_flight == 0 {
+            tracing::info!(
+                buffers = ledger.capacity,
+                send_slots = self.ring.send_slots(),
+                "io_uring ledger balanced: every provided buffer back in the ring, every send \
+                 slot free"
+            );
+        } else {
+            tracing::error!(
+                ?ledger,
+                sends_in_flight = in_flight,
+                "io_uring ledger NOT balanced: buffers or send slots unaccounted for"
+            );
+        }
+    }
+
+    fn counters(&self) -> Vec<(&'static str, u64)> {
+        let c = &self.counters;
+        let r = self.ring.counters();
+        vec![
+            ("turns", c.turns),
+            ("rx_datagrams", c.rx_datagrams),
+            ("rx_bytes", c.rx_bytes),
+            ("rx_gro_batches", c.rx_gro_batches),
+            ("rx_ecn_ect0", c.rx_ecn_ect0),
+            ("rx_ecn_ect1", c.rx_ecn_ect1),
+            ("rx_ecn_ce", c.rx_ecn_ce),
+            ("rx_truncated", c.rx_truncated),
+            ("rx_malformed", c.rx_malformed),
+            ("rx_empty", c.rx_empty),
+            ("rx_ledger_errors", c.rx_ledger_errors),
+            ("rx_dropped_at_close", c.rx_dropped_at_close),
+            ("rx_socket_drops", c.rx_socket_drops),
+            ("rx_control_truncated", c.rx_control_truncated),
+            ("rx_control_malformed", c.rx_control_malformed),
+            ("rx_no_buffers", c.rx_no_buffers),
+            ("rx_rearmed", c.rx_rearmed),
+            ("rx_errors", c.rx_errors),
+            ("tx_transmits", c.tx_transmits),
+            ("tx_datagrams", c.tx_datagrams),
+            ("tx_bytes", c.tx_bytes),
+            ("tx_ecn_marked", c.tx_ecn_marked),
+            ("tx_split", c.tx_split),
+            ("tx_no_socket", c.tx_no_socket),
+            ("tx_too_big", c.tx_too_big),
+            ("tx_empty", c.tx_empty),
+            ("tx_emsgsize", c.tx_emsgsize),
+            ("tx_errors", c.tx_errors),
+            ("tx_slots_full", c.tx_slots_full),
+            ("tx_zc_copied", c.tx_zc_copied),
+            ("ring_enters", r.enters),
+            ("ring_sq_full", r.sq_full),
+            ("ring_cq_overflow", r.cq_overflow),
+            ("ring_cq_dropped", r.cq_dropped),
+            ("ring_cqe_unexpected", r.cqe_unexpected),
+        ]
+    }
+}
+
+#[cfg(test)]
+mod tests;
