@@ -4,6 +4,8 @@
 //! `bench`) as a module plus a variant of [`Command`].
 
 #[cfg(target_os = "linux")]
+mod bench;
+#[cfg(target_os = "linux")]
 mod demo;
 mod ebpf;
 #[cfg(target_os = "linux")]
@@ -37,6 +39,10 @@ enum Command {
     /// client in another (needs root).
     #[cfg(target_os = "linux")]
     Demo(demo::DemoArgs),
+    /// Benchmarks (issue 8): every quixd backend against stock quinn and the QUIC floor in
+    /// network namespaces; writes BENCHMARKS.md and benchmarks/ (needs root).
+    #[cfg(target_os = "linux")]
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -58,6 +64,8 @@ fn run(cli: Cli) -> Result<()> {
         Command::Xdp(args) => xdp::run(args),
         #[cfg(target_os = "linux")]
         Command::Demo(args) => demo::run(args),
+        #[cfg(target_os = "linux")]
+        Command::Bench(args) => bench::run(args),
     }
 }
 

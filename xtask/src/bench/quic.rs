@@ -1,0 +1,109 @@
+//! QUIC settings shared by every server and the load generator: one certificate, one cipher
+//! (TLS_AES_128_GCM_SHA256, ring), the transport settings of quixd's config.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use quinn_proto::congestion::{BbrConfig, CubicConfig, NewRenoConfig};
+use quinn_proto::crypto::rustls::{QuicClientConfig, QuicServerConfig};
+use quinn_proto::{IdleTimeout, MtuDiscoveryConfig, TransportConfig, VarInt};
+use quixd::config::{Config, Congestion, Transport};
+use rustls::pki_types::CertificateDer;
+
+pub const ALPN: &[u8] = b"perf";
+pub const SERVER_NAME: &str = "localhost";
+
+/// Writes a self-signed ECDSA P-256 certificate for "localhost" to `dir` (cert.pem, key.pem).
+pub fn write_cert(dir: &Path) -> Result<()> {
+    let cert = rcgen::generate_simple_self_signed(vec![SERVER_NAME.to_string()])?;
+    std::fs::write(dir.join("cert.pem"), cert.cert.pem())?;
+    std::fs::write(dir.join("key.pem"), cert.signing_key.serialize_pem())?;
+    Ok(())
+}
+
+pub fn read_cert_der(dir: &Path) -> Result<CertificateDer<'static>> {
+    let pem = std::fs::read(dir.join("cert.pem"))?;
+    rustls_pemfile_certs(&pem)
+}
+
+fn rustls_pemfile_certs(pem: &[u8]) -> Result<CertificateDer<'static>> {
+    use rustls::pki_types::pem::PemObject;
+    CertificateDer::from_pem_slice(pem).context("cert.pem holds no certificate")
+}
+
+/// quixd's transport settings (a copy of `driver::quic::transport_config`, which is private to
+/// the daemon), so the stock-quinn server and the floor run with exactly the same ones.
+pub fn server_transport(t: &Transport, gso: bool) -> TransportConfig {
+    let mut transport = TransportConfig::default();
+    let idle = IdleTimeout::try_from(Duration::from_millis(t.idle_timeout_ms)).expect("valid");
+    transport
+        .max_idle_timeout(Some(idle))
+        .initial_mtu(t.initial_mtu)
+        .max_concurrent_bidi_streams(VarInt::from_u32(t.max_concurrent_bidi_streams))
+        .max_concurrent_uni_streams(VarInt::from_u32(t.max_concurrent_uni_streams))
+        .stream_receive_window(VarInt::from_u32(t.stream_receive_window))
+        .receive_window(VarInt::from_u32(t.receive_window))
+        .send_window(t.send_window)
+        .datagram_receive_buffer_size(None)
+        .enable_segmentation_offload(gso);
+    let mut mtud = MtuDiscoveryConfig::default();
+    mtud.upper_bound(t.max_udp_payload_size);
+    transport.mtu_discovery_config(Some(mtud));
+    match t.congestion {
+        Congestion::Cubic => {
+            transport.congestion_controller_factory(Arc::new(CubicConfig::default()))
+        }
+        Congestion::NewReno => {
+            transport.congestion_controller_factory(Arc::new(NewRenoConfig::default()))
+        }
+        Congestion::Bbr => transport.congestion_controller_factory(Arc::new(BbrConfig::default())),
+    };
+    transport
+}
+
+/// The quinn-proto server config quixd would build from `config` (same TLS code: quixd's).
+pub fn server_config(config: &Config, gso: bool) -> Result<quinn_proto::ServerConfig> {
+    let identity = quixd::tls::Identity::from_config(&config.tls)?;
+    let tls = quixd::tls::server_config(identity, vec![ALPN.to_vec()], &config.transport)?;
+    let crypto = QuicServerConfig::try_from(tls).context("TLS config not usable for QUIC")?;
+    let mut server = quinn_proto::ServerConfig::with_crypto(Arc::new(crypto));
+    server.transport_config(Arc::new(server_transport(&config.transport, gso)));
+    Ok(server)
+}
+
+pub fn endpoint_config(config: &Config) -> Result<quinn_proto::EndpointConfig> {
+    let mut endpoint = quinn_proto::EndpointConfig::default();
+    endpoint
+        .max_udp_payload_size(config.transport.max_udp_payload_size)
+        .context("max_udp_payload_size")?;
+    Ok(endpoint)
+}
+
+/// The load generator's client config: trusts our certificate, offers only
+/// TLS_AES_128_GCM_SHA256, never resumes (every handshake is a full one), windows and MTU as
+/// the server's.
+pub fn client_config(
+    cert: CertificateDer<'static>,
+    t: &Transport,
+) -> Result<quinn_proto::ClientConfig> {
+    let mut provider = rustls::crypto::ring::default_provider();
+    provider.cipher_suites = vec![rustls::crypto::ring::cipher_suite::TLS13_AES_128_GCM_SHA256];
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert)?;
+    let mut tls = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![ALPN.to_vec()];
+    tls.resumption = rustls::client::Resumption::disabled();
+    let crypto =
+        QuicClientConfig::try_from(tls).context("client TLS config not usable for QUIC")?;
+    let mut client = quinn_proto::ClientConfig::new(Arc::new(crypto));
+    let mut transport = server_transport(t, true);
+    transport.max_concurrent_bidi_streams(VarInt::from_u32(0));
+    transport.max_concurrent_uni_streams(VarInt::from_u32(0));
+    client.transport_config(Arc::new(transport));
+    Ok(client)
+}
