@@ -75,8 +75,9 @@ fn attach_error(error: XdpProgramError) -> AttachError {
 }
 
 /// A foreign XDP program (`return XDP_PASS`, named `foreign_pass`) loaded with raw bpf(2), and
-/// attached by netlink or by a bpf_link we hold, as some other tool would.
-mod foreign {
+/// attached by netlink or by a bpf_link we hold, as some other tool would. Also used by
+/// `daemon_errors.rs`.
+pub mod foreign {
     use super::*;
 
     pub const NAME: &str = "foreign_pass";
