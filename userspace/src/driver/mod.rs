@@ -19,7 +19,7 @@ use crate::app::{Apps, Session};
 use crate::config::Config;
 use crate::datapath::{Capabilities, Ecn, RxMeta, TxBatch, TxMeta};
 
-mod quic;
+pub mod quic;
 mod run;
 
 pub use quic::SetupError;

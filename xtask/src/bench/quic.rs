@@ -3,13 +3,11 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::{Context, Result};
-use quinn_proto::congestion::{BbrConfig, CubicConfig, NewRenoConfig};
 use quinn_proto::crypto::rustls::{QuicClientConfig, QuicServerConfig};
-use quinn_proto::{IdleTimeout, MtuDiscoveryConfig, TransportConfig, VarInt};
-use quixd::config::{Config, Congestion, Transport};
+use quinn_proto::{TransportConfig, VarInt};
+use quixd::config::{Config, Transport};
 use rustls::pki_types::CertificateDer;
 
 pub const ALPN: &[u8] = b"perf";
@@ -33,34 +31,10 @@ fn rustls_pemfile_certs(pem: &[u8]) -> Result<CertificateDer<'static>> {
     CertificateDer::from_pem_slice(pem).context("cert.pem holds no certificate")
 }
 
-/// quixd's transport settings (a copy of `driver::quic::transport_config`, which is private to
-/// the daemon), so the stock-quinn server and the floor run with exactly the same ones.
+/// quixd's own transport settings, so the stock-quinn server and the floor run with exactly
+/// the same ones.
 pub fn server_transport(t: &Transport, gso: bool) -> TransportConfig {
-    let mut transport = TransportConfig::default();
-    let idle = IdleTimeout::try_from(Duration::from_millis(t.idle_timeout_ms)).expect("valid");
-    transport
-        .max_idle_timeout(Some(idle))
-        .initial_mtu(t.initial_mtu)
-        .max_concurrent_bidi_streams(VarInt::from_u32(t.max_concurrent_bidi_streams))
-        .max_concurrent_uni_streams(VarInt::from_u32(t.max_concurrent_uni_streams))
-        .stream_receive_window(VarInt::from_u32(t.stream_receive_window))
-        .receive_window(VarInt::from_u32(t.receive_window))
-        .send_window(t.send_window)
-        .datagram_receive_buffer_size(None)
-        .enable_segmentation_offload(gso);
-    let mut mtud = MtuDiscoveryConfig::default();
-    mtud.upper_bound(t.max_udp_payload_size);
-    transport.mtu_discovery_config(Some(mtud));
-    match t.congestion {
-        Congestion::Cubic => {
-            transport.congestion_controller_factory(Arc::new(CubicConfig::default()))
-        }
-        Congestion::NewReno => {
-            transport.congestion_controller_factory(Arc::new(NewRenoConfig::default()))
-        }
-        Congestion::Bbr => transport.congestion_controller_factory(Arc::new(BbrConfig::default())),
-    };
-    transport
+    quixd::driver::quic::transport_config(t, if gso { 2 } else { 1 })
 }
 
 /// The quinn-proto server config quixd would build from `config` (same TLS code: quixd's).
