@@ -13,33 +13,23 @@ use quixd::datapath::xdp::program::{ProgramCounters, XdpAction, XdpProgram};
 
 const OUR_PORT: u16 = 4433;
 const OTHER_PORT: u16 = 53;
-const CLIENT_V4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
-const SERVER_V4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
-const OTHER_V4: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 9);
-const CLIENT_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1);
-const SERVER_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 2);
-const OTHER_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x99);
+const CLIENT_V4: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
+const SERVER_V4: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
+const OTHER_V4: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 9);
+const CLIENT_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 1);
+const SERVER_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 2);
+const OTHER_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 0x99);
 
 // ---------------------------------------------------------------------------------------------
 // Privileges and setup
 // ---------------------------------------------------------------------------------------------
 
-const CAP_NET_ADMIN: u32 = 12;
-const CAP_SYS_ADMIN: u32 = 21;
-const CAP_BPF: u32 = 39;
+#[path = "support/netns.rs"]
+mod netns;
 
-fn effective_capabilities() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|status| {
-            status
-                .lines()
-                .find_map(|line| line.strip_prefix("CapEff:"))
-                .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
-        })
-        .unwrap_or(0)
-}
+use netns::{effective_capabilities, skip_or_fail, CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN};
 
+/// Loading BPF needs less than the namespace tests: CAP_BPF and CAP_NET_ADMIN (or SYS_ADMIN).
 fn privilege_problem() -> Option<String> {
     let caps = effective_capabilities();
     let has = |cap: u32| caps & (1 << cap) != 0;
@@ -51,15 +41,8 @@ fn privilege_problem() -> Option<String> {
     None
 }
 
-fn require_privileged() -> bool {
-    std::env::var("QUIXD_REQUIRE_PRIVILEGED").is_ok_and(|v| v == "1")
-}
-
 fn skip(reason: &str) {
-    if require_privileged() {
-        panic!("QUIXD_REQUIRE_PRIVILEGED=1 but {reason}");
-    }
-    eprintln!("skipping eBPF program test: {reason}");
+    skip_or_fail("eBPF program test", reason);
 }
 
 /// Loads a fresh program with `OUR_PORT` steered, or `None` (after saying why) when the

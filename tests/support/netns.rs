@@ -13,12 +13,12 @@ use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-const CAP_NET_ADMIN: u32 = 12;
-const CAP_SYS_ADMIN: u32 = 21;
-const CAP_BPF: u32 = 39;
+pub const CAP_NET_ADMIN: u32 = 12;
+pub const CAP_SYS_ADMIN: u32 = 21;
+pub const CAP_BPF: u32 = 39;
 const CAP_IPC_LOCK: u32 = 14;
 
-fn effective_capabilities() -> u64 {
+pub fn effective_capabilities() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|status| {
@@ -58,14 +58,18 @@ pub fn privilege_problem() -> Option<String> {
 pub fn privileged(test: &str) -> bool {
     match privilege_problem() {
         None => true,
-        Some(reason) => {
-            if std::env::var("QUIXD_REQUIRE_PRIVILEGED").is_ok_and(|v| v == "1") {
-                panic!("{test}: QUIXD_REQUIRE_PRIVILEGED=1 but the test {reason}");
-            }
-            eprintln!("skipping {test}: it {reason}");
-            false
-        }
+        Some(reason) => skip_or_fail(test, &reason),
     }
+}
+
+/// A privileged test that cannot run: prints why and returns false, or panics when
+/// `QUIXD_REQUIRE_PRIVILEGED=1` (as in CI).
+pub fn skip_or_fail(test: &str, reason: &str) -> bool {
+    if std::env::var("QUIXD_REQUIRE_PRIVILEGED").is_ok_and(|v| v == "1") {
+        panic!("{test}: QUIXD_REQUIRE_PRIVILEGED=1 but the test {reason}");
+    }
+    eprintln!("skipping {test}: it {reason}");
+    false
 }
 
 /// Runs a command, panicking with its output when it fails.
