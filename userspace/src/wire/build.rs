@@ -7,6 +7,7 @@ use etherparse::{
     Ipv6FlowLabel, Ipv6Header, SingleVlanHeader, UdpHeader, VlanId, VlanPcp,
 };
 
+use super::checksum;
 use super::{ETHERNET_HEADER_LEN, IPV4_HEADER_LEN, IPV6_HEADER_LEN, UDP_HEADER_LEN, VLAN_TAG_LEN};
 use crate::datapath::Ecn;
 
@@ -145,8 +146,7 @@ pub fn write_frame(out: &mut [u8], hdr: &FrameHeader, payload: &[u8]) -> Result<
         Some(Ecn::Ect1) => IpEcn::Ect1,
         Some(Ecn::Ce) => IpEcn::CongestionExperienced,
     };
-    let (src_port, dst_port) = (hdr.src.port(), hdr.dst.port());
-    let udp = match addrs {
+    let pseudo = match addrs {
         Addrs::V4(source, destination) => {
             let mut ip = Ipv4Header {
                 dscp: IpDscp::ZERO,
@@ -165,7 +165,7 @@ pub fn write_frame(out: &mut [u8], hdr: &FrameHeader, payload: &[u8]) -> Result<
             };
             ip.header_checksum = ip.calc_header_checksum();
             ip_bytes.copy_from_slice(&ip.to_bytes());
-            UdpHeader::with_ipv4_checksum(src_port, dst_port, &ip, payload)
+            checksum::udp_pseudo_header_v4(source, destination, udp_len)
         }
         Addrs::V6(source, destination) => {
             let ip = Ipv6Header {
@@ -178,11 +178,23 @@ pub fn write_frame(out: &mut [u8], hdr: &FrameHeader, payload: &[u8]) -> Result<
                 destination,
             };
             ip_bytes.copy_from_slice(&ip.to_bytes());
-            UdpHeader::with_ipv6_checksum(src_port, dst_port, &ip, payload)
+            checksum::udp_pseudo_header_v6(source, destination, u32::from(udp_len))
         }
     };
-    // Cannot fail: the length was checked above.
-    let udp = udp.map_err(|_| BuildError::PayloadTooLarge { len: payload.len() })?;
+    let mut udp = UdpHeader {
+        source_port: hdr.src.port(),
+        destination_port: hdr.dst.port(),
+        length: udp_len,
+        checksum: 0,
+    };
+    // Header (checksum 0) then payload: the header is 8 bytes, so the two sums chain.
+    let sum = checksum::sum(&udp.to_bytes(), pseudo);
+    let sum = checksum::sum(payload, sum);
+    // 0 means "no checksum" on the wire; the same sum in one's complement is 0xffff (RFC 768).
+    udp.checksum = match !checksum::fold(sum) {
+        0 => 0xffff,
+        c => c,
+    };
     udp_bytes.copy_from_slice(&udp.to_bytes());
     Ok(frame_len)
 }

@@ -10,6 +10,7 @@ use etherparse::{
     SingleVlanHeaderSlice, UdpHeaderSlice,
 };
 
+use super::checksum;
 use super::{ETHERNET_HEADER_LEN, IPV6_HEADER_LEN, UDP_HEADER_LEN, VLAN_TAG_LEN};
 use crate::datapath::{Ecn, RxMeta};
 
@@ -332,20 +333,17 @@ fn is_ipv6_extension_header(next: IpNumber) -> bool {
 /// Verifies the UDP checksum of `segment` (header and payload, checksum field included) against
 /// the pseudo-header: the one's-complement sum of it all must be all ones.
 fn udp_checksum_ok(ip: &IpPart<'_>, segment: &[u8]) -> bool {
-    let len = (segment.len() as u16).to_be_bytes();
-    let sum = match (ip.src, ip.dst) {
-        (IpAddr::V4(src), IpAddr::V4(dst)) => Sum16BitWords::new()
-            .add_4bytes(src.octets())
-            .add_4bytes(dst.octets()),
-        (IpAddr::V6(src), IpAddr::V6(dst)) => Sum16BitWords::new()
-            .add_16bytes(src.octets())
-            .add_16bytes(dst.octets()),
+    // The UDP length field is 16 bits and `segment` is exactly that long.
+    let len = segment.len() as u16;
+    let pseudo = match (ip.src, ip.dst) {
+        (IpAddr::V4(src), IpAddr::V4(dst)) => {
+            checksum::udp_pseudo_header_v4(src.octets(), dst.octets(), len)
+        }
+        (IpAddr::V6(src), IpAddr::V6(dst)) => {
+            checksum::udp_pseudo_header_v6(src.octets(), dst.octets(), u32::from(len))
+        }
         // One IP header never holds two families.
         _ => return false,
     };
-    sum.add_2bytes([0, IpNumber::UDP.0])
-        .add_2bytes(len)
-        .add_slice(segment)
-        .ones_complement()
-        == 0
+    checksum::fold(checksum::sum(segment, pseudo)) == 0xffff
 }

@@ -58,10 +58,10 @@ fn build(hdr: &FrameHeader, payload: &[u8]) -> Vec<u8> {
 /// shares nothing with etherparse's native-endian 64-bit sum.
 fn rfc1071(parts: &[&[u8]]) -> u16 {
     let bytes: Vec<u8> = parts.concat();
-    let mut sum: u32 = 0;
+    let mut sum: u64 = 0;
     for pair in bytes.chunks(2) {
-        let hi = u32::from(pair[0]) << 8;
-        let lo = pair.get(1).copied().map_or(0, u32::from);
+        let hi = u64::from(pair[0]) << 8;
+        let lo = pair.get(1).copied().map_or(0, u64::from);
         sum += hi | lo;
     }
     while sum > 0xffff {
@@ -833,6 +833,177 @@ fn write_frame_refuses_what_it_cannot_build() {
         write_frame(&mut out, &hdr_v6(None, None), &bigger),
         Err(BuildError::PayloadTooLarge { len: bigger.len() })
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// The checksum routine against the reference, and write_frame against etherparse's checksum
+
+/// The checksum `checksum::sum` gives for `bytes`, complemented like `rfc1071`'s.
+fn fast_rfc1071(bytes: &[u8]) -> u16 {
+    !checksum::fold(checksum::sum(bytes, 0))
+}
+
+/// Every length 0..=2048 at every offset 0..8 from an 8-aligned address (odd lengths, odd
+/// offsets, every tail the unrolled loop can leave), with random and with all-0xff
+/// (carry-heavy: every 16-bit add wraps) data.
+#[test]
+fn checksum_sum_matches_the_reference_at_every_length_and_offset() {
+    let mut rng = XorShift(0x2545_f491_4f6c_dd1d);
+    let random: Vec<u8> = (0..2048 + 16).map(|_| rng.next() as u8).collect();
+    let ones = vec![0xff; 2048 + 16];
+    for (name, data) in [("random", &random), ("0xff", &ones)] {
+        // Where the buffer is 8-aligned, so `offset` is the real misalignment.
+        let aligned = (8 - data.as_ptr() as usize % 8) % 8;
+        for offset in 0..8 {
+            for len in 0..=2048 {
+                let bytes = &data[aligned + offset..][..len];
+                assert_eq!(
+                    fast_rfc1071(bytes),
+                    rfc1071(&[bytes]),
+                    "{name} data, offset {offset}, length {len}"
+                );
+            }
+        }
+    }
+    // All zeros sums to 0 (checksum 0xffff); all ones of even length to 0xffff (checksum 0).
+    assert_eq!(fast_rfc1071(&[0; 1452]), 0xffff);
+    assert_eq!(fast_rfc1071(&ones[..1452]), 0);
+}
+
+/// Chained sums, a start that overflows the accumulator, and block boundaries all agree with
+/// one pass of the reference.
+#[test]
+fn checksum_sum_chains_and_blocks() {
+    let mut rng = XorShift(0x0123_4567_89ab_cdef);
+    for len in [
+        0, 1, 2, 31, 32, 33, 63, 64, 65, 1200, 1452, 9001, 65_535, 200_001,
+    ] {
+        let random: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
+        let ones = vec![0xff; len];
+        for bytes in [&random, &ones] {
+            let want = rfc1071(&[bytes]);
+            // Split at every even point of short inputs, and at a few of long ones.
+            let splits: Vec<usize> = if len <= 70 {
+                (0..=len).step_by(2).collect()
+            } else {
+                vec![0, 2, 8, 32, (len / 2) & !1, len & !1]
+            };
+            for at in splits {
+                let acc = checksum::sum(&bytes[..at], 0);
+                let acc = checksum::sum(&bytes[at..], acc);
+                assert_eq!(!checksum::fold(acc), want, "length {len}, split at {at}");
+            }
+            for block in [2, 4, 6, 32, 34, 64, 1 << 12] {
+                let acc = checksum::sum_in_blocks(bytes, 0, block);
+                assert_eq!(!checksum::fold(acc), want, "length {len}, block {block}");
+            }
+            // This start's 16-bit lanes sum to 0xfffe (native order), and adding anything
+            // non-zero to it overflows the u64: the end-around carry must not lose a bit.
+            let start = u64::MAX - 1;
+            let prefixed = [&0xfffe_u16.to_ne_bytes()[..], bytes].concat();
+            assert_eq!(
+                !checksum::fold(checksum::sum(bytes, start)),
+                rfc1071(&[&prefixed]),
+                "length {len}, start {start:#x}"
+            );
+        }
+    }
+}
+
+/// `fold` agrees with folding the accumulator's four 16-bit lanes until they fit, for every
+/// combination of edge-value lanes (where each carry of the fold happens or just does not) and
+/// for random accumulators.
+#[test]
+fn checksum_fold_handles_every_carry() {
+    fn reference(acc: u64) -> u16 {
+        let mut s: u64 = (0..4).map(|i| (acc >> (16 * i)) & 0xffff).sum();
+        while s > 0xffff {
+            s = (s & 0xffff) + (s >> 16);
+        }
+        // Lanes hold native-order words; `fold` answers in host order.
+        u16::from_be(s as u16)
+    }
+    let edges = [0u64, 1, 2, 0x7fff, 0x8000, 0xfffd, 0xfffe, 0xffff];
+    let mut rng = XorShift(0x5851_f42d_4c95_7f2d);
+    let structured = (0..edges.len().pow(4)).map(|mut i| {
+        let mut acc = 0;
+        for _ in 0..4 {
+            acc = (acc << 16) | edges[i % edges.len()];
+            i /= edges.len();
+        }
+        acc
+    });
+    let random = (0..100_000).map(|_| rng.next());
+    for acc in structured.chain(random).chain([0x8000_0000_8000_ffff]) {
+        assert_eq!(checksum::fold(acc), reference(acc), "{acc:#018x}");
+    }
+}
+
+/// The pseudo-header helpers give the sum of the pseudo-header bytes RFC 768 / RFC 8200 define.
+#[test]
+fn checksum_pseudo_headers_match_their_bytes() {
+    let v4s = [192, 0, 2, 1];
+    let v4d = [198, 51, 100, 200];
+    let pseudo = [&v4s[..], &v4d, &[0, 17], &[0x05, 0xb4]].concat();
+    assert_eq!(
+        !checksum::fold(checksum::udp_pseudo_header_v4(v4s, v4d, 1460)),
+        rfc1071(&[&pseudo])
+    );
+    let v6s: [u8; 16] = "2001:db8::1".parse::<Ipv6Addr>().unwrap().octets();
+    let v6d: [u8; 16] = "fe80::ffff:abcd".parse::<Ipv6Addr>().unwrap().octets();
+    for len in [8u32, 1460, 65_535, 0x0001_0000, u32::MAX] {
+        let pseudo = [&v6s[..], &v6d, &len.to_be_bytes(), &[0, 0, 0, 17]].concat();
+        assert_eq!(
+            !checksum::fold(checksum::udp_pseudo_header_v6(v6s, v6d, len)),
+            rfc1071(&[&pseudo]),
+            "length {len}"
+        );
+    }
+}
+
+/// etherparse's own UDP checksum over what `write_frame` wrote (its headers as it parses them)
+/// equals the checksum field, for both families, every length up to 1500 and then some, random
+/// and all-0xff payloads; `parse` accepts each frame and refuses it with one bit flipped.
+#[test]
+fn write_frame_checksums_verify_with_etherparse() {
+    use etherparse::{NetHeaders, PacketHeaders, TransportHeader};
+    let mut rng = XorShift(0xdead_beef_cafe_f00d);
+    let lens = (0..=1500).chain([1452 + 20, 8952, 65_535 - 28]);
+    for len in lens {
+        let random: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
+        let ones = vec![0xff; len];
+        for data in [&random, &ones] {
+            for hdr in [hdr_v4(None, Some(Ecn::Ect0)), hdr_v6(Some(7), None)] {
+                let mut frame = build(&hdr, data);
+                let headers = PacketHeaders::from_ethernet_slice(&frame).unwrap();
+                let Some(TransportHeader::Udp(udp)) = headers.transport else {
+                    panic!("no UDP header")
+                };
+                let theirs = match headers.net {
+                    Some(NetHeaders::Ipv4(ip, _)) => udp.calc_checksum_ipv4(&ip, data),
+                    Some(NetHeaders::Ipv6(ip, _)) => udp.calc_checksum_ipv6(&ip, data),
+                    other => panic!("{other:?}"),
+                }
+                .unwrap();
+                assert_eq!(udp.checksum, theirs, "{hdr:?} length {len}");
+                check_datagram(&parse(&frame).unwrap(), &hdr, data);
+
+                // One flipped bit in the ports or the payload always changes the sum (the
+                // length and checksum fields have other ways to fail, tested elsewhere).
+                let l4 = header_len(&hdr) - UDP_HEADER_LEN;
+                let mut at = l4 + rng.below(frame.len() - l4 - 4);
+                if at >= l4 + 4 {
+                    at += 4;
+                }
+                frame[at] ^= 1 << rng.below(8);
+                assert_eq!(
+                    parse(&frame),
+                    Err(ParseError::BadUdpChecksum),
+                    "{hdr:?} length {len}, byte {at}"
+                );
+            }
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
