@@ -572,6 +572,12 @@ impl Fixture {
         Daemon::start(self.server_ns(), &path, cfg.listen.len()).await
     }
 
+    /// Writes `cfg` and starts `quixd udp-echo` on it: the backend alone, no QUIC.
+    pub async fn start_udp_echo(&self, cfg: &ServerConfig) -> Daemon {
+        let path = self.write_config(cfg);
+        Daemon::start_subcommand(self.server_ns(), "udp-echo", &path, cfg.listen.len()).await
+    }
+
     /// Runs `quixd ARGS` to completion (in the server namespace on netns targets); see
     /// [`run_quixd`].
     pub async fn run_quixd(
@@ -663,8 +669,18 @@ impl Daemon {
     /// `ip netns exec`, which execs: the child's pid is quixd's) and waits until it logged
     /// `expect_listeners` listening addresses.
     pub async fn start(ns: Option<&str>, config: &Path, expect_listeners: usize) -> Daemon {
+        Self::start_subcommand(ns, "run", config, expect_listeners).await
+    }
+
+    /// [`Daemon::start`] for another subcommand taking `--config` (`udp-echo`).
+    pub async fn start_subcommand(
+        ns: Option<&str>,
+        subcommand: &str,
+        config: &Path,
+        expect_listeners: usize,
+    ) -> Daemon {
         let mut child = quixd_command(ns)
-            .arg("run")
+            .arg(subcommand)
             .arg("--config")
             .arg(config)
             .arg("--log-level")

@@ -38,4 +38,5 @@ mod errors;
 mod handshake;
 mod perf;
 mod shutdown;
+mod udp_echo;
 mod uring;

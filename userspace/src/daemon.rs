@@ -46,12 +46,9 @@ pub struct Daemon {
 impl Daemon {
     /// Binds the datapath and builds the QUIC endpoint.
     pub fn new(config: &Config) -> Result<Self, DaemonError> {
-        let datapath = open_backend(config)?;
+        let datapath = open_datapath(config)?;
         let caps = datapath.capabilities();
         let driver = Driver::new(config, &caps)?;
-        for addr in &caps.local_addrs {
-            tracing::info!(addr = %addr, backend = datapath.name(), "listening");
-        }
         tracing::info!(
             backend = datapath.name(),
             gso_segments = caps.max_tx_segments,
@@ -78,20 +75,45 @@ impl Daemon {
             &self.options,
         )?;
         self.datapath.close();
-        let datapath: Vec<String> = self
-            .datapath
-            .counters()
-            .iter()
-            .map(|(name, value)| format!("{name}={value}"))
-            .collect();
         tracing::info!(driver = ?self.driver.counters(), "stopped");
-        tracing::info!(
-            backend = self.datapath.name(),
-            "datapath counters: {}",
-            datapath.join(" ")
-        );
+        log_datapath_counters(self.datapath.as_ref());
         Ok(())
     }
+}
+
+/// `quixd udp-echo`: the configured backend echoing raw UDP datagrams, no QUIC (see
+/// [`crate::echo`]). Runs until `stop` is set.
+pub fn run_udp_echo(config: &Config, stop: &AtomicBool) -> Result<(), DaemonError> {
+    let mut datapath = open_datapath(config)?;
+    tracing::info!(backend = datapath.name(), "udp-echo ready (no QUIC)");
+    let counters = crate::echo::run(datapath.as_mut(), stop, config.server.busy_poll)?;
+    datapath.close();
+    let echo: Vec<String> = counters.iter().map(|(n, v)| format!("{n}={v}")).collect();
+    tracing::info!("echo counters: {}", echo.join(" "));
+    log_datapath_counters(datapath.as_ref());
+    Ok(())
+}
+
+fn log_datapath_counters(datapath: &dyn Datapath) {
+    let counters: Vec<String> = datapath
+        .counters()
+        .iter()
+        .map(|(name, value)| format!("{name}={value}"))
+        .collect();
+    tracing::info!(
+        backend = datapath.name(),
+        "datapath counters: {}",
+        counters.join(" ")
+    );
+}
+
+/// Opens the backend the config asks for and logs each address it serves (`listening`).
+pub fn open_datapath(config: &Config) -> Result<Box<dyn Datapath>, DaemonError> {
+    let datapath = open_backend(config)?;
+    for addr in &datapath.capabilities().local_addrs {
+        tracing::info!(addr = %addr, backend = datapath.name(), "listening");
+    }
+    Ok(datapath)
 }
 
 /// Opens the backend the config asks for. One named explicitly that cannot start is an error

@@ -9,5 +9,6 @@ pub mod config;
 pub mod daemon;
 pub mod datapath;
 pub mod driver;
+pub mod echo;
 pub mod tls;
 pub mod wire;

@@ -31,6 +31,12 @@ enum Command {
     },
     /// Check a config file and exit: 0 when valid, 1 with the error otherwise.
     CheckConfig { file: PathBuf },
+    /// Echo raw UDP datagrams back to their senders through the configured backend, with no
+    /// QUIC: tests and measures the datapath alone. Runs until SIGINT or SIGTERM.
+    UdpEcho {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -40,7 +46,8 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     let result = match cli.command {
-        Command::Run { config } => run(&config),
+        Command::Run { config } => run(&config, Mode::Quic),
+        Command::UdpEcho { config } => run(&config, Mode::UdpEcho),
         Command::CheckConfig { file } => Config::load(&file)
             .map(|_| println!("{}: ok", file.display()))
             .map_err(Into::into),
@@ -65,7 +72,12 @@ fn init_logs(level: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn run(config_path: &std::path::Path) -> anyhow::Result<()> {
+enum Mode {
+    Quic,
+    UdpEcho,
+}
+
+fn run(config_path: &std::path::Path, mode: Mode) -> anyhow::Result<()> {
     let config = Config::load(config_path)?;
     let stop = Arc::new(AtomicBool::new(false));
     #[cfg(not(windows))]
@@ -77,9 +89,13 @@ fn run(config_path: &std::path::Path) -> anyhow::Result<()> {
     }
     #[cfg(windows)]
     console_ctrl::install(stop.clone()).context("installing the console control handler")?;
-    let daemon =
-        Daemon::new(&config).with_context(|| format!("starting with {}", config_path.display()))?;
-    daemon.run(&stop)?;
+    match mode {
+        Mode::Quic => Daemon::new(&config)
+            .with_context(|| format!("starting with {}", config_path.display()))?
+            .run(&stop)?,
+        Mode::UdpEcho => quixd::daemon::run_udp_echo(&config, &stop)
+            .with_context(|| format!("udp-echo with {}", config_path.display()))?,
+    }
     Ok(())
 }
 
