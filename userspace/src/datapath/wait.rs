@@ -6,6 +6,10 @@ use std::time::Duration;
 /// The most descriptors one wait covers (sockets of one backend).
 pub const MAX_FDS: usize = 64;
 
+/// Which of the descriptors passed to [`wait_fds`] were readable: bit `i` for the `i`-th.
+/// All ones when poll was interrupted (the caller should look everywhere).
+pub type Readable = u64;
+
 /// Blocks until a descriptor is readable (or, with `tx_pending`, writable), or `timeout`
 /// passes. `None` waits without limit. Descriptors beyond [`MAX_FDS`] are not watched.
 #[cfg(unix)]
@@ -13,7 +17,7 @@ pub fn wait_fds(
     fds: impl Iterator<Item = std::os::fd::RawFd>,
     timeout: Option<Duration>,
     tx_pending: bool,
-) -> io::Result<()> {
+) -> io::Result<Readable> {
     let events = libc::POLLIN | if tx_pending { libc::POLLOUT } else { 0 };
     let mut pollfds = [libc::pollfd {
         fd: -1,
@@ -42,6 +46,13 @@ pub fn wait_fds(
         if err.kind() != io::ErrorKind::Interrupted {
             return Err(err);
         }
+        return Ok(Readable::MAX);
     }
-    Ok(())
+    // Errors and hang-ups count as readable: the receive call reports them.
+    let ready = libc::POLLIN | libc::POLLERR | libc::POLLHUP;
+    Ok(pollfds[..n]
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| p.revents & ready != 0)
+        .fold(0, |mask, (i, _)| mask | 1 << i))
 }

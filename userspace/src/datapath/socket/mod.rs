@@ -198,14 +198,15 @@ impl SocketDatapath {
         true
     }
 
-    /// Waits on these sockets and on `extra` descriptors of a backend built on top.
+    /// Waits on `extra` descriptors of a backend built on top and on these sockets, in that
+    /// order; returns which were readable (see [`super::wait::Readable`]).
     #[cfg(unix)]
     pub fn wait_on(
         &self,
         extra: impl Iterator<Item = std::os::fd::RawFd>,
         timeout: Option<Duration>,
         tx_pending: bool,
-    ) -> io::Result<()> {
+    ) -> io::Result<super::wait::Readable> {
         use std::os::fd::AsRawFd;
         let own = self.endpoints.iter().map(|e| e.socket.as_raw_fd());
         super::wait::wait_fds(extra.chain(own), timeout, tx_pending)
@@ -217,14 +218,14 @@ impl SocketDatapath {
         _extra: impl Iterator<Item = ()>,
         timeout: Option<Duration>,
         _tx_pending: bool,
-    ) -> io::Result<()> {
+    ) -> io::Result<u64> {
         // The Windows backends bring their own notification; this portable fallback naps.
         std::thread::sleep(
             timeout
                 .unwrap_or(Duration::from_millis(1))
                 .min(Duration::from_millis(1)),
         );
-        Ok(())
+        Ok(u64::MAX)
     }
 }
 
@@ -309,6 +310,7 @@ impl Datapath for SocketDatapath {
 
     fn wait(&mut self, timeout: Option<Duration>, tx_pending: bool) -> io::Result<()> {
         self.wait_on(std::iter::empty(), timeout, tx_pending)
+            .map(|_| ())
     }
 
     fn counters(&self) -> Vec<(&'static str, u64)> {
