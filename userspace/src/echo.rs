@@ -3,7 +3,9 @@
 //! It exists to measure and test a datapath alone: the benchmark's raw scenario runs it on each
 //! backend beside a bare AF_XDP echo, and the end-to-end tests use it to check that datagrams of
 //! every size go in and come back out unchanged. Every datagram received goes back to its
-//! sender, from the address and port it was sent to. It stands where the QUIC driver stands,
+//! sender, from the address and port it was sent to; consecutive equal-sized datagrams from one
+//! sender go back as one GSO batch where the backend can send one (as quinn-proto batches its
+//! own transmits). It stands where the QUIC driver stands,
 //! above the [`Datapath`] trait, and knows nothing about how packets move.
 
 use std::io;
@@ -102,6 +104,11 @@ fn echo(
     }
     .max(1);
     let datagrams = payload.len().div_ceil(stride).max(1);
+    if payload.len() == stride && append_segment(meta, payload, max_segments, tx) {
+        counters.rx_datagrams += 1;
+        counters.rx_bytes += payload.len() as u64;
+        return;
+    }
     counters.rx_datagrams += datagrams as u64;
     counters.rx_bytes += payload.len() as u64;
     let reply = |segment_size| TxMeta {
@@ -137,6 +144,39 @@ fn echo(
             counters.dropped_full += 1;
         }
     }
+}
+
+/// Largest GSO batch: one UDP datagram's 64 KiB, minus headers.
+const MAX_GSO_BYTES: usize = 65_000;
+
+/// Appends a single datagram to the newest queued transmit when it can travel as one more GSO
+/// segment of it: same peer, same local address and port, same ECN, and the same size as the
+/// segments already there (the last segment may not be shorter than this one). This is the
+/// echo's GRO: a burst from one sender goes back as a few GSO batches, as quinn-proto would
+/// send it, instead of one transmit per datagram.
+fn append_segment(meta: &RxMeta, payload: &[u8], max_segments: usize, tx: &mut TxBatch) -> bool {
+    if max_segments < 2 || payload.is_empty() {
+        return false;
+    }
+    let Some(last) = tx.last_mut() else {
+        return false;
+    };
+    let m = &last.meta;
+    let segment = m.segment_size.unwrap_or(last.buf.len());
+    let fits = m.dst == meta.src
+        && m.src_port == meta.dst_port
+        && m.src_ip == meta.dst_ip
+        && m.ecn == meta.ecn
+        && segment == payload.len()
+        && last.buf.len() % segment == 0
+        && last.buf.len() / segment < max_segments
+        && last.buf.len() + payload.len() <= MAX_GSO_BYTES;
+    if !fits {
+        return false;
+    }
+    last.buf.extend_from_slice(payload);
+    last.meta.segment_size = Some(segment);
+    true
 }
 
 #[cfg(test)]
@@ -189,6 +229,40 @@ mod tests {
         let parts: Vec<&[u8]> = tx.queued().iter().map(|s| s.buf.as_slice()).collect();
         assert_eq!(parts, [&payload[..10], &payload[10..20], &payload[20..]]);
         assert!(tx.queued().iter().all(|s| s.meta.segment_size.is_none()));
+    }
+
+    #[test]
+    fn a_burst_from_one_peer_goes_back_as_gso_batches() {
+        let mut tx = TxBatch::new(8, 16);
+        let mut c = EchoCounters::default();
+        for i in 0..5u8 {
+            echo(&meta(4), &[i; 4], 3, &mut tx, &mut c);
+        }
+        // A shorter one, then one from elsewhere: each starts a transmit of its own.
+        echo(&meta(2), &[9; 2], 3, &mut tx, &mut c);
+        let mut other = meta(4);
+        other.src = "198.18.0.3:5000".parse().unwrap();
+        echo(&other, &[7; 4], 3, &mut tx, &mut c);
+        let q = tx.queued();
+        let shape: Vec<(usize, Option<usize>)> = q
+            .iter()
+            .map(|s| (s.buf.len(), s.meta.segment_size))
+            .collect();
+        assert_eq!(
+            shape,
+            [(12, Some(4)), (8, Some(4)), (2, None), (4, None)],
+            "3 segments at most per transmit"
+        );
+        assert_eq!(q[0].buf, [0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2]);
+        assert_eq!(q[3].meta.dst, other.src);
+        assert_eq!(c.rx_datagrams, 7);
+        assert_eq!(c.tx_queued, 4);
+        // Without GSO, one transmit per datagram.
+        let mut tx = TxBatch::new(8, 16);
+        for i in 0..3u8 {
+            echo(&meta(4), &[i; 4], 1, &mut tx, &mut c);
+        }
+        assert_eq!(tx.queued().len(), 3);
     }
 
     #[test]

@@ -81,6 +81,11 @@ impl TxBatch {
         }
     }
 
+    /// The newest queued transmit, e.g. to append one more GSO segment to it.
+    pub fn last_mut(&mut self) -> Option<&mut TxSlot> {
+        self.len.checked_sub(1).map(|i| &mut self.slots[i])
+    }
+
     /// The queued transmits, oldest first.
     pub fn queued(&self) -> &[TxSlot] {
         &self.slots[..self.len]

@@ -36,6 +36,9 @@ pub enum Pattern {
     Requests,
     /// A new connection per request, up to `streams` in flight; `rate` in connections/s.
     Handshakes,
+    /// No QUIC: UDP datagrams of `response_size` bytes to an echo server; `rate` in
+    /// datagrams/s (see `raw.rs`).
+    RawEcho,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -71,6 +74,11 @@ pub struct LoadReport {
     pub bytes: u64,
     pub requests: u64,
     pub handshakes: u64,
+    /// Raw scenario: datagrams echoed back inside the window, and datagrams sent in it.
+    #[serde(default)]
+    pub packets: u64,
+    #[serde(default)]
+    pub packets_sent: u64,
     pub errors: u64,
     /// Requests the schedule wanted to start but could not (too many waiting).
     pub skipped: u64,
@@ -101,7 +109,7 @@ pub struct Meter {
 }
 
 #[derive(Clone, Copy)]
-struct Sample {
+pub struct Sample {
     cpu0: CpuSample,
     cpu1: CpuSample,
     process: f64,
@@ -111,7 +119,7 @@ struct Sample {
 }
 
 impl Meter {
-    fn sample(&self) -> Sample {
+    pub fn sample(&self) -> Sample {
         Sample {
             cpu0: sys::cpu_sample(net::SERVER_CPU).unwrap_or_default(),
             cpu1: sys::cpu_sample(net::CLIENT_CPU).unwrap_or_default(),
@@ -180,6 +188,16 @@ impl Stats {
 /// the report as one JSON line on stdout.
 pub fn client_main(spec_json: &str) -> Result<()> {
     let spec: LoadSpec = serde_json::from_str(spec_json).context("bad load spec")?;
+    let meter = Meter {
+        server_thread_clock: None,
+        server_pid: spec.server_pid,
+        napi_pids: spec.server_napi_pids.clone(),
+    };
+    if spec.pattern == Pattern::RawEcho {
+        let report = super::raw::client(&spec, &meter)?;
+        println!("{}", serde_json::to_string(&report)?);
+        return Ok(());
+    }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -193,16 +211,7 @@ pub fn client_main(spec_json: &str) -> Result<()> {
             socket,
             Arc::new(quinn::TokioRuntime),
         )?;
-        run(
-            &spec,
-            endpoint,
-            Meter {
-                server_thread_clock: None,
-                server_pid: spec.server_pid,
-                napi_pids: spec.server_napi_pids.clone(),
-            },
-        )
-        .await
+        run(&spec, endpoint, meter).await
     })?;
     println!("{}", serde_json::to_string(&report)?);
     Ok(())
@@ -210,7 +219,7 @@ pub fn client_main(spec_json: &str) -> Result<()> {
 
 /// Large socket buffers on the client (root may exceed rmem_max), so the load generator
 /// drops nothing itself.
-fn force_buffers(socket: &std::net::UdpSocket) {
+pub fn force_buffers(socket: &std::net::UdpSocket) {
     use std::os::fd::AsRawFd;
     let size: libc::c_int = 8 << 20;
     for opt in [libc::SO_RCVBUFFORCE, libc::SO_SNDBUFFORCE] {
@@ -270,6 +279,7 @@ pub async fn run(spec: &LoadSpec, endpoint: quinn::Endpoint, meter: Meter) -> Re
                 Pattern::Upload => upload(&endpoint, &spec, &stats).await,
                 Pattern::Requests => requests(&endpoint, &spec, &stats).await,
                 Pattern::Handshakes => handshakes(&endpoint, &spec, &stats).await,
+                Pattern::RawEcho => Err(anyhow::anyhow!("the raw scenario has no QUIC client")),
             }
         }
     };
@@ -291,17 +301,9 @@ pub async fn run(spec: &LoadSpec, endpoint: quinn::Endpoint, meter: Meter) -> Re
 
     let mut lat = std::mem::take(&mut *stats.latencies.lock().unwrap());
     lat.sort_unstable();
-    let pct = |p: f64| -> Option<f64> {
-        if lat.is_empty() {
-            None
-        } else {
-            let i = ((lat.len() as f64 * p).ceil() as usize).clamp(1, lat.len()) - 1;
-            Some(lat[i] as f64)
-        }
-    };
+    let pct = |p: f64| percentile(&lat, p);
     let first_error = stats.first_error.lock().unwrap().clone();
     Ok(LoadReport {
-        window_s: elapsed.as_secs_f64(),
         bytes: stats.bytes.load(Ordering::Relaxed),
         requests: stats.requests.load(Ordering::Relaxed),
         handshakes: stats.handshakes.load(Ordering::Relaxed),
@@ -310,20 +312,40 @@ pub async fn run(spec: &LoadSpec, endpoint: quinn::Endpoint, meter: Meter) -> Re
         p50_us: pct(0.50),
         p99_us: pct(0.99),
         p999_us: pct(0.999),
-        server_cpu: b.cpu0.delta(&a.cpu0),
-        client_cpu: b.cpu1.delta(&a.cpu1),
-        client_process_cpu_s: b.process - a.process,
-        server_thread_cpu_s: match (a.thread, b.thread) {
-            (Some(x), Some(y)) => Some(y - x),
-            _ => None,
-        },
-        server_napi_cpu_s: b.napi - a.napi,
-        server_process_cpu_s: match (a.server_process, b.server_process) {
-            (Some(x), Some(y)) => Some(y - x),
-            _ => None,
-        },
         first_error,
+        ..LoadReport::with_cpu(&a, &b, elapsed)
     })
+}
+
+impl LoadReport {
+    /// A report holding only the CPU figures between two samples taken `elapsed` apart.
+    pub fn with_cpu(a: &Sample, b: &Sample, elapsed: Duration) -> LoadReport {
+        LoadReport {
+            window_s: elapsed.as_secs_f64(),
+            server_cpu: b.cpu0.delta(&a.cpu0),
+            client_cpu: b.cpu1.delta(&a.cpu1),
+            client_process_cpu_s: b.process - a.process,
+            server_thread_cpu_s: match (a.thread, b.thread) {
+                (Some(x), Some(y)) => Some(y - x),
+                _ => None,
+            },
+            server_napi_cpu_s: b.napi - a.napi,
+            server_process_cpu_s: match (a.server_process, b.server_process) {
+                (Some(x), Some(y)) => Some(y - x),
+                _ => None,
+            },
+            ..LoadReport::default()
+        }
+    }
+}
+
+/// The `p`-quantile of sorted `lat`, if any.
+pub fn percentile(lat: &[u32], p: f64) -> Option<f64> {
+    if lat.is_empty() {
+        return None;
+    }
+    let i = ((lat.len() as f64 * p).ceil() as usize).clamp(1, lat.len()) - 1;
+    Some(lat[i] as f64)
 }
 
 async fn connect(endpoint: &quinn::Endpoint, spec: &LoadSpec) -> Result<quinn::Connection> {

@@ -10,6 +10,7 @@
 //! Internally the bench re-runs itself as a release build; the load generator and the stock
 //! quinn server are that same binary (`xtask bench client`, `xtask bench quinn-server`).
 
+mod bare;
 mod chart;
 mod floor;
 mod load;
@@ -17,6 +18,7 @@ mod net;
 mod profile;
 mod quic;
 mod quinn_server;
+mod raw;
 mod report;
 mod sys;
 
@@ -42,11 +44,11 @@ pub struct BenchArgs {
     #[arg(long)]
     runs: Option<usize>,
     /// Only these scenarios (repeatable): download, upload, small, handshake,
-    /// handshake-retry, latency.
+    /// handshake-retry, latency, raw.
     #[arg(long = "scenario")]
     scenarios: Vec<String>,
     /// Only these servers (repeatable): quinn, socket, io_uring, xdp-skb, xdp-driver,
-    /// xdp-driver-afxdp-tx, floor.
+    /// xdp-driver-afxdp-tx, floor, bare-afxdp.
     #[arg(long = "server")]
     servers: Vec<String>,
     /// Measured window per run, ms (default 8000, or 2000 with --quick).
@@ -76,6 +78,9 @@ enum Internal {
     /// (internal) The stock-quinn perf server on a quixd config file.
     #[command(hide = true)]
     QuinnServer { config: PathBuf },
+    /// (internal) The bare AF_XDP echo: the raw scenario's reference server.
+    #[command(hide = true)]
+    BareXdp(bare::BareArgs),
 }
 
 /// One scenario: the load offered to every server.
@@ -91,8 +96,11 @@ pub struct Scenario {
     pub response_size: u64,
     pub upload_size: u64,
     pub retry: bool,
-    /// What a unit is: "byte", "request", "handshake".
+    /// What a unit is: "byte", "request", "handshake", "packet".
     pub unit: String,
+    /// The server whose cost is the limit ("x floor"): the QUIC floor, or for the raw
+    /// scenario the bare AF_XDP echo.
+    pub reference: String,
 }
 
 fn scenarios() -> Vec<Scenario> {
@@ -115,6 +123,7 @@ fn scenarios() -> Vec<Scenario> {
         upload_size: 0,
         retry,
         unit: unit.into(),
+        reference: Server::Floor.name().into(),
     };
     vec![
         s(
@@ -183,6 +192,21 @@ fn scenarios() -> Vec<Scenario> {
             false,
             "request",
         ),
+        Scenario {
+            reference: Server::BareXdp.name().into(),
+            ..s(
+                "raw",
+                "raw datapath: 1200-byte UDP datagrams echoed without QUIC (`quixd udp-echo`), \
+                 offered 80k/s; the reference is a bare AF_XDP echo (driver mode, copy mode)",
+                Pattern::RawEcho,
+                80_000.0,
+                1,
+                1,
+                1200,
+                false,
+                "packet",
+            )
+        },
     ]
 }
 
@@ -196,10 +220,11 @@ pub enum Server {
     XdpDriver,
     XdpDriverAfXdp,
     Floor,
+    BareXdp,
 }
 
 impl Server {
-    pub const ALL: [Server; 7] = [
+    pub const ALL: [Server; 8] = [
         Server::Quinn,
         Server::Socket,
         Server::IoUring,
@@ -207,7 +232,19 @@ impl Server {
         Server::XdpDriver,
         Server::XdpDriverAfXdp,
         Server::Floor,
+        Server::BareXdp,
     ];
+
+    /// Whether this server takes part in `scenario`: QUIC servers in the QUIC scenarios,
+    /// quixd's backends and the bare AF_XDP echo in the raw one.
+    pub fn serves(self, scenario: &Scenario) -> bool {
+        let raw = scenario.pattern == Pattern::RawEcho;
+        match self {
+            Server::Quinn | Server::Floor => !raw,
+            Server::BareXdp => raw,
+            _ => true,
+        }
+    }
 
     pub fn name(self) -> &'static str {
         match self {
@@ -218,6 +255,7 @@ impl Server {
             Server::XdpDriver => "xdp-driver",
             Server::XdpDriverAfXdp => "xdp-driver-afxdp-tx",
             Server::Floor => "floor",
+            Server::BareXdp => "bare-afxdp",
         }
     }
 
@@ -230,6 +268,7 @@ impl Server {
             Server::XdpDriver => "quixd, backend = \"xdp\", attach = \"driver\" (native XDP on veth), AF_XDP copy mode, transmit = \"auto\" (receive through AF_XDP, send through the kernel socket with GSO in copy mode)",
             Server::XdpDriverAfXdp => "quixd, backend = \"xdp\", attach = \"driver\", transmit = \"af_xdp\" (AF_XDP both ways, copy mode)",
             Server::Floor => "QUIC floor: quinn-proto server endpoint joined in memory to the client (no datapath)",
+            Server::BareXdp => "raw scenario only: a bare AF_XDP echo (quixd's XDP program, driver mode, one copy-mode socket driven directly with the `xdp` crate; swaps addresses in place and sends the same frame back: no parsing beyond the headers, no checksum, no copy)",
         }
     }
 
@@ -241,7 +280,7 @@ impl Server {
             Server::XdpSkb => Some(("xdp", Some(("skb", "auto")))),
             Server::XdpDriver => Some(("xdp", Some(("driver", "auto")))),
             Server::XdpDriverAfXdp => Some(("xdp", Some(("driver", "af_xdp")))),
-            Server::Quinn | Server::Floor => None,
+            Server::Quinn | Server::Floor | Server::BareXdp => None,
         }
     }
 }
@@ -281,6 +320,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
     match args.internal {
         Some(Internal::Client { spec }) => return load::client_main(&spec),
         Some(Internal::QuinnServer { config }) => return quinn_server::run(&config),
+        Some(Internal::BareXdp(args)) => return bare::run(&args),
         None => {}
     }
     // SAFETY: geteuid has no preconditions.
@@ -407,13 +447,17 @@ fn bench(args: BenchArgs, root: &Path) -> Result<()> {
         xtask: &xtask,
         plan: &plan,
     };
-    let total = plan.scenarios.len() * plan.runs * plan.servers.len();
+    let total: usize = plan
+        .scenarios
+        .iter()
+        .map(|sc| plan.runs * plan.servers.iter().filter(|s| s.serves(sc)).count())
+        .sum();
     let mut records = Vec::new();
     let mut i = 0;
     for scenario in &plan.scenarios {
         for r in 0..plan.runs {
             // Interleaved: A B C ... A B C ...
-            for &server in &plan.servers {
+            for &server in plan.servers.iter().filter(|s| s.serves(scenario)) {
                 sys::check_stop()?;
                 i += 1;
                 eprint!(
@@ -503,6 +547,7 @@ impl Ctx<'_> {
                 let units = match scenario.unit.as_str() {
                     "byte" => rep.bytes as f64,
                     "handshake" => rep.handshakes as f64,
+                    "packet" => rep.packets as f64,
                     _ => rep.requests as f64,
                 };
                 let cpu = match server {
@@ -556,7 +601,8 @@ impl Ctx<'_> {
     }
 
     /// Writes the quixd config for `server` (also read by stock quinn and the floor).
-    fn config(&self, server: Server, retry: bool) -> Result<PathBuf> {
+    fn config(&self, server: Server, scenario: &Scenario) -> Result<PathBuf> {
+        let retry = scenario.retry;
         let path = self.work.join(format!(
             "{}{}.toml",
             server.name(),
@@ -581,9 +627,29 @@ impl Ctx<'_> {
     }
 
     /// Starts `server` in the server namespace on CPU 0 and waits until it listens.
-    fn start_server(&self, server: Server, config: &Path, tag: &str) -> Result<sys::Proc> {
+    /// With `raw`, quixd runs `udp-echo` (no QUIC).
+    fn start_server(
+        &self,
+        server: Server,
+        config: &Path,
+        tag: &str,
+        raw: bool,
+    ) -> Result<sys::Proc> {
         let log = self.work.join(format!("logs/{tag}-server.log"));
         let cmd = match server {
+            Server::BareXdp => {
+                let mut c = net::Net::command(&self.net.server_ns, &self.xtask.to_string_lossy());
+                c.args(["bench", "bare-xdp", "--interface", &self.net.server_if])
+                    .args(["--port", "4433"]);
+                c
+            }
+            _ if raw => {
+                let mut c = net::Net::command(&self.net.server_ns, &self.quixd.to_string_lossy());
+                c.args(["--log-level", "info", "udp-echo", "--config"])
+                    .arg(config);
+                c.env("NO_COLOR", "1");
+                c
+            }
             Server::Quinn => {
                 let mut c = net::Net::command(&self.net.server_ns, &self.xtask.to_string_lossy());
                 c.args(["bench", "quinn-server"]).arg(config);
@@ -604,10 +670,16 @@ impl Ctx<'_> {
 
     /// [`Self::start_server`], retried while the previous server's socket is still bound (an
     /// io_uring instance releases its files asynchronously after its process exits).
-    fn start_server_retrying(&self, server: Server, config: &Path, tag: &str) -> Result<sys::Proc> {
+    fn start_server_retrying(
+        &self,
+        server: Server,
+        config: &Path,
+        tag: &str,
+        raw: bool,
+    ) -> Result<sys::Proc> {
         let end = Instant::now() + Duration::from_secs(10);
         loop {
-            match self.start_server(server, config, tag) {
+            match self.start_server(server, config, tag, raw) {
                 Err(e)
                     if Instant::now() < end
                         && format!("{e:#}").contains("Address already in use") =>
@@ -628,14 +700,15 @@ impl Ctx<'_> {
         run: usize,
         during: Option<&During<'_>>,
     ) -> Result<(LoadReport, Option<floor::Glue>)> {
-        let config = self.config(server, scenario.retry)?;
+        let config = self.config(server, scenario)?;
         let mut spec = self.spec(scenario, &config);
         if server == Server::Floor {
             let (rep, glue) = floor::run(&spec)?;
             return Ok((rep, Some(glue)));
         }
         let tag = format!("{}-{}-{run}", scenario.name, server.name());
-        let mut srv = self.start_server_retrying(server, &config, &tag)?;
+        let raw = scenario.pattern == Pattern::RawEcho;
+        let mut srv = self.start_server_retrying(server, &config, &tag, raw)?;
         let steering = self.net.steer()?;
         spec.server_pid = Some(srv.pid());
         spec.server_napi_pids = steering
