@@ -669,7 +669,8 @@ impl Ctx<'_> {
     }
 
     /// [`Self::start_server`], retried while the previous server's socket is still bound (an
-    /// io_uring instance releases its files asynchronously after its process exits).
+    /// io_uring instance releases its files, and the kernel an AF_XDP socket's queue,
+    /// asynchronously after the process exits).
     fn start_server_retrying(
         &self,
         server: Server,
@@ -680,9 +681,12 @@ impl Ctx<'_> {
         let end = Instant::now() + Duration::from_secs(10);
         loop {
             match self.start_server(server, config, tag, raw) {
+                // The previous server's socket or AF_XDP queue is still being released.
                 Err(e)
                     if Instant::now() < end
-                        && format!("{e:#}").contains("Address already in use") =>
+                        && ["Address already in use", "Device or resource busy"]
+                            .iter()
+                            .any(|m| format!("{e:#}").contains(m)) =>
                 {
                     sys::sleep(Duration::from_millis(250))?;
                 }
