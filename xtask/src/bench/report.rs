@@ -863,7 +863,7 @@ the figures in this section come from the runs made while building it, 2026-11-2
 - **Upload (receive-heavy) on XDP costs about what stock quinn costs.** On veth every received \
 datagram is copied twice by the kernel before quixd sees it: veth's native XDP first copies the \
 peer's skb into a page-pool page (`skb_pp_cow_data`, `veth_xdp_rcv_skb`), then AF_XDP copy mode \
-copies it into the UMEM (`__pi_memcpy`, `xp_alloc` in the NAPI kthread: about 13% of the \
+copies it into the UMEM (`__pi_memcpy`, `xp_alloc` in the NAPI kthread: about 14% of the \
 server's samples together), one frame and one XDP run per datagram; quixd then makes the copy \
 quinn-proto's API forces. The kernel socket path instead hands over GRO batches of ten or more \
 datagrams per skb and per recvmsg, which is why the socket backend beats XDP here. Zero-copy \
