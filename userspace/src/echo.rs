@@ -12,7 +12,7 @@ use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use crate::datapath::{Datapath, RxMeta, TxBatch, TxMeta};
+use crate::datapath::{Datapath, RxMeta, TxBatch, TxMeta, MAX_GSO_BYTES};
 
 /// Transmit slots: room for a few receive batches, so a burst is not dropped while the backend
 /// drains the previous one.
@@ -145,9 +145,6 @@ fn echo(
         }
     }
 }
-
-/// Largest GSO batch: one UDP datagram's 64 KiB, minus headers.
-const MAX_GSO_BYTES: usize = 65_000;
 
 /// Appends a single datagram to the newest queued transmit when it can travel as one more GSO
 /// segment of it: same peer, same local address and port, same ECN, and the same size as the

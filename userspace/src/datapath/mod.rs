@@ -91,6 +91,10 @@ pub struct TxMeta {
     pub segment_size: Option<usize>,
 }
 
+/// Largest total payload of one GSO transmit: one UDP datagram's 64 KiB minus headers, with
+/// room to spare. The kernel refuses larger batches (EMSGSIZE).
+pub const MAX_GSO_BYTES: usize = 65_000;
+
 /// Static facts about a backend that the driver's QUIC configuration depends on.
 #[derive(Clone, Debug)]
 pub struct Capabilities {

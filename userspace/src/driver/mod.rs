@@ -17,7 +17,7 @@ use quinn_proto::{
 
 use crate::app::{Apps, Session};
 use crate::config::Config;
-use crate::datapath::{Capabilities, Ecn, RxMeta, TxBatch, TxMeta};
+use crate::datapath::{Capabilities, Ecn, RxMeta, TxBatch, TxMeta, MAX_GSO_BYTES};
 
 pub mod quic;
 mod run;
@@ -28,9 +28,6 @@ pub use run::{run, RunOptions};
 /// Bytes of receive arena allocated at a time; datagrams are copied into it back to back so
 /// handing quinn-proto an owned `BytesMut` costs no allocation per datagram.
 const RX_ARENA: usize = 256 * 1024;
-
-/// Largest total size of one GSO batch: the UDP length field's limit, minus headers.
-const MAX_GSO_BYTES: usize = 65_000;
 
 /// Application close code sent to every connection at shutdown.
 pub const SHUTDOWN_CODE: VarInt = VarInt::from_u32(0);

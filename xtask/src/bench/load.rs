@@ -22,7 +22,7 @@ use super::{net, quic};
 
 static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
 /// Latencies kept at most (memory bound).
-const MAX_LATENCIES: usize = 4_000_000;
+pub const MAX_LATENCIES: usize = 4_000_000;
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]

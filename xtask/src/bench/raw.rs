@@ -12,12 +12,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use super::load::{self, LoadReport, LoadSpec, Meter};
+use super::load::{self, LoadReport, LoadSpec, Meter, MAX_LATENCIES};
 
 /// Datagrams per sendmmsg/recvmmsg call.
 const BATCH: usize = 64;
-/// Latencies kept at most (memory bound).
-const MAX_LATENCIES: usize = 4_000_000;
 /// How long echoes are awaited after the window (not counted; lets the server drain).
 const DRAIN: Duration = Duration::from_millis(200);
 
