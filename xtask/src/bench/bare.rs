@@ -18,7 +18,6 @@
 //! too, so frames left in the ring go out on the next wait at the latest.
 
 use std::ffi::CString;
-use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -27,6 +26,7 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 use quixd::datapath::xdp::program::{AttachMode, XdpProgram};
+use quixd::datapath::xdp::xsk::kick_tx;
 use xdp::slab::{HeapSlab, Slab};
 use xdp::socket::{PollTimeout, XdpSocketBuilder};
 use xdp::umem::{FrameSize, UmemCfgBuilder};
@@ -135,7 +135,8 @@ pub fn run(args: &BareArgs) -> Result<()> {
     let mut program = XdpProgram::load().context("loading quixd's XDP program")?;
     program.set_ports(&[args.port])?;
     program.set_address_filter(false)?;
-    // SAFETY: `fd` is the AF_XDP socket's, owned by `socket`, which is alive for the call.
+    // SAFETY: `fd` is the AF_XDP socket's, owned by `socket`, which lives until the end of
+    // this function, past every use of the borrow (registration and the TX kicks).
     let socket_fd = unsafe { BorrowedFd::borrow_raw(fd) };
     program.register_xsk(args.queue, socket_fd)?;
     let attached = program
@@ -207,7 +208,7 @@ pub fn run(args: &BareArgs) -> Result<()> {
         while unkicked && kicks < MAX_KICKS {
             kicks += 1;
             c.kicks += 1;
-            let again = match kick(fd) {
+            let again = match kick_tx(socket_fd) {
                 Ok(()) => false,
                 Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => {
                     c.kick_eagain += 1;
@@ -266,27 +267,6 @@ pub fn run(args: &BareArgs) -> Result<()> {
     }
     eprintln!("{line}");
     Ok(())
-}
-
-/// Asks the kernel to transmit what is in the TX ring (copy mode: one batch per call).
-fn kick(fd: i32) -> io::Result<()> {
-    // SAFETY: a zero-length sendto on our own AF_XDP socket with no buffers or address: the
-    // kernel only reads the TX ring it shares with us.
-    let rc = unsafe {
-        libc::sendto(
-            fd,
-            std::ptr::null(),
-            0,
-            libc::MSG_DONTWAIT,
-            std::ptr::null(),
-            0,
-        )
-    };
-    if rc < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
 }
 
 const ETH_HLEN: usize = 14;

@@ -643,21 +643,15 @@ impl Ctx<'_> {
                     .args(["--port", "4433"]);
                 c
             }
-            _ if raw => {
-                let mut c = net::Net::command(&self.net.server_ns, &self.quixd.to_string_lossy());
-                c.args(["--log-level", "info", "udp-echo", "--config"])
-                    .arg(config);
-                c.env("NO_COLOR", "1");
-                c
-            }
             Server::Quinn => {
                 let mut c = net::Net::command(&self.net.server_ns, &self.xtask.to_string_lossy());
                 c.args(["bench", "quinn-server"]).arg(config);
                 c
             }
             _ => {
+                let subcommand = if raw { "udp-echo" } else { "run" };
                 let mut c = net::Net::command(&self.net.server_ns, &self.quixd.to_string_lossy());
-                c.args(["--log-level", "info", "run", "--config"])
+                c.args(["--log-level", "info", subcommand, "--config"])
                     .arg(config);
                 c.env("NO_COLOR", "1");
                 c

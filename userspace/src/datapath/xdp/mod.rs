@@ -1,5 +1,5 @@
-//! XDP/AF_XDP datapath: the eBPF steering program's loader, the kernel's neighbour table, and
-//! (being built) the AF_XDP backend.
+//! XDP/AF_XDP datapath: the eBPF steering program's loader and attachment, the kernel's
+//! neighbour table, one AF_XDP socket with its UMEM (`xsk`), and the backend built on them.
 
 pub mod attach;
 pub mod backend;

@@ -348,23 +348,7 @@ impl Xsk {
 
     /// Asks the kernel to transmit what is in the TX ring.
     fn kick(&self) -> io::Result<()> {
-        // SAFETY: a zero-length sendto on our own AF_XDP socket, no buffers passed: the
-        // kernel only reads the TX ring it shares with us.
-        let rc = unsafe {
-            libc::sendto(
-                self.socket.as_raw_fd(),
-                std::ptr::null(),
-                0,
-                libc::MSG_DONTWAIT,
-                std::ptr::null(),
-                0,
-            )
-        };
-        if rc < 0 {
-            Err(io::Error::last_os_error())
-        } else {
-            Ok(())
-        }
+        kick_tx(self.as_fd())
     }
 
     /// Frames in the TX ring or on their way out, not yet reaped.
@@ -391,6 +375,30 @@ impl AsFd for Xsk {
     fn as_fd(&self) -> BorrowedFd<'_> {
         // SAFETY: the fd is owned by `self.socket` and lives as long as the borrow of `self`.
         unsafe { BorrowedFd::borrow_raw(self.socket.as_raw_fd()) }
+    }
+}
+
+/// Asks the kernel to transmit what is in the TX ring of the AF_XDP socket `socket` (a
+/// zero-length `sendto`). In copy mode each call sends at most one kernel batch (32 frames) and
+/// EAGAIN says more remain.
+pub fn kick_tx(socket: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: a zero-length sendto with no buffer and no address on a descriptor we borrow:
+    // nothing of ours is read or written; on an AF_XDP socket the kernel only reads the TX
+    // ring it shares with us.
+    let rc = unsafe {
+        libc::sendto(
+            socket.as_raw_fd(),
+            std::ptr::null(),
+            0,
+            libc::MSG_DONTWAIT,
+            std::ptr::null(),
+            0,
+        )
+    };
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
     }
 }
 
