@@ -17,6 +17,9 @@
 #[path = "support/netns.rs"]
 mod netns;
 
+#[path = "support/daemon.rs"]
+mod process;
+
 #[path = "e2e/harness.rs"]
 #[allow(unused_macros, unused_imports)]
 mod harness;
@@ -30,9 +33,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use harness::{
-    assert_same_bytes, connect_alpn, hq_get, parse_listening, perf_request, random_bytes, run_seed,
-    strip_ansi, ClientSide, TestCert, Trust, ALPN_HQ, ALPN_PERF,
+    assert_same_bytes, connect_alpn, hq_get, perf_request, run_seed, ClientSide, TestCert, Trust,
+    ALPN_HQ, ALPN_PERF,
 };
+use process::{parse_listening, random_bytes, strip_ansi};
 
 /// Wine starts a prefix's first process slowly (seconds); later ones in well under one.
 const STARTUP: Duration = Duration::from_secs(90);

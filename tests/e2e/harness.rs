@@ -18,27 +18,19 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::future::Future;
-use std::io::{BufRead, BufReader, Read};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use quinn::crypto::rustls::QuicClientConfig;
 use rustls::pki_types::CertificateDer;
 
 use crate::netns::{privileged, TestNet};
-
-/// The daemon binary: the one cargo built for this test target, unless `QUIXD_E2E_BIN` names
-/// another one.
-pub fn quixd_bin() -> std::ffi::OsString {
-    std::env::var_os("QUIXD_E2E_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_quixd").into())
-}
-
-/// Time allowed for the daemon to start and report its listening addresses.
-const STARTUP_TIMEOUT: Duration = Duration::from_secs(20);
+pub use crate::process::{counters, random_bytes, QuixdProcess, Spawn};
+use crate::process::{quixd_command, strip_ansi};
 
 // ---------------------------------------------------------------------------------------------
 // Backends under test
@@ -224,23 +216,6 @@ pub async fn bounded<F: Future>(limit: Duration, fut: F) -> F::Output {
 // ---------------------------------------------------------------------------------------------
 // Test data
 // ---------------------------------------------------------------------------------------------
-
-/// Pseudo-random bytes (xorshift64*), good enough to catch reordering / corruption.
-pub fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
-    let mut s = seed ^ 0x9E37_79B9_7F4A_7C15;
-    if s == 0 {
-        s = 1;
-    }
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        s ^= s >> 12;
-        s ^= s << 25;
-        s ^= s >> 27;
-        out.extend_from_slice(&s.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
 
 /// A seed that differs between runs (content is "random" as the brief asks), and is printed on
 /// failure through the assertion messages that include it.
@@ -593,75 +568,23 @@ impl Fixture {
 // Daemon process guard
 // ---------------------------------------------------------------------------------------------
 
-/// A running `quixd run` process. Dropping it kills and reaps the process; if the test is
-/// panicking, the daemon's output is printed (the test harness shows it with the failure).
-pub struct Daemon {
-    child: Option<Child>,
-    exit: Option<ExitStatus>,
-    pub addrs: Vec<SocketAddr>,
-    pub config_path: PathBuf,
-    log: Arc<Mutex<Vec<String>>>,
-    readers: Vec<std::thread::JoinHandle<()>>,
-}
+/// A running `quixd run` process: the shared [`QuixdProcess`] guard (which it derefs to, for
+/// `addrs`, `pid`, `signal`, `output`, `try_wait`, `assert_alive`, ...) with an async start and
+/// an async [`Daemon::wait_exit`]. Dropping it kills and reaps the process; if the test is
+/// panicking, the daemon's output and config are printed.
+pub struct Daemon(QuixdProcess);
 
-/// Removes ANSI escape sequences (tracing colours its output unless told otherwise).
-pub fn strip_ansi(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut chars = s.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            if chars.peek() == Some(&'[') {
-                chars.next();
-                for c in chars.by_ref() {
-                    if ('@'..='~').contains(&c) {
-                        break;
-                    }
-                }
-            }
-            continue;
-        }
-        out.push(c);
+impl std::ops::Deref for Daemon {
+    type Target = QuixdProcess;
+    fn deref(&self) -> &QuixdProcess {
+        &self.0
     }
-    out
 }
 
-/// Parses `listening addr=<socket address>` out of a log line.
-pub fn parse_listening(line: &str) -> Option<SocketAddr> {
-    let i = line.find("listening")?;
-    let rest = &line[i..];
-    let j = rest.find("addr=")?;
-    let v = &rest[j + "addr=".len()..];
-    let v = v.trim_start_matches(['"', '\'']);
-    let end = v
-        .find(|c: char| c.is_whitespace() || c == '"' || c == '\'' || c == ',' || c == '}')
-        .unwrap_or(v.len());
-    v[..end].parse().ok()
-}
-
-fn spawn_reader<R: Read + Send + 'static>(
-    r: R,
-    tag: &'static str,
-    log: Arc<Mutex<Vec<String>>>,
-) -> std::thread::JoinHandle<()> {
-    std::thread::spawn(move || {
-        let mut r = BufReader::new(r);
-        let mut buf = Vec::new();
-        loop {
-            buf.clear();
-            match r.read_until(b'\n', &mut buf) {
-                Ok(0) | Err(_) => break,
-                Ok(_) => {
-                    let line = strip_ansi(String::from_utf8_lossy(&buf).trim_end());
-                    let line = if tag.is_empty() {
-                        line
-                    } else {
-                        format!("{tag}{line}")
-                    };
-                    log.lock().unwrap().push(line);
-                }
-            }
-        }
-    })
+impl std::ops::DerefMut for Daemon {
+    fn deref_mut(&mut self) -> &mut QuixdProcess {
+        &mut self.0
+    }
 }
 
 impl Daemon {
@@ -679,62 +602,17 @@ impl Daemon {
         config: &Path,
         expect_listeners: usize,
     ) -> Daemon {
-        let mut child = quixd_command(ns)
-            .arg(subcommand)
-            .arg("--config")
-            .arg(config)
-            .arg("--log-level")
-            .arg(log_level())
-            .env("NO_COLOR", "1")
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn {:?} (namespace {ns:?}): {e}", quixd_bin()));
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let readers = vec![
-            spawn_reader(child.stderr.take().unwrap(), "", log.clone()),
-            spawn_reader(child.stdout.take().unwrap(), "[stdout] ", log.clone()),
-        ];
-        let mut d = Daemon {
-            child: Some(child),
-            exit: None,
-            addrs: Vec::new(),
-            config_path: config.to_path_buf(),
-            log,
-            readers,
-        };
-        let deadline = Instant::now() + STARTUP_TIMEOUT;
-        loop {
-            let addrs: Vec<SocketAddr> = d
-                .log
-                .lock()
-                .unwrap()
-                .iter()
-                .filter(|l| !l.starts_with("[stdout] "))
-                .filter_map(|l| parse_listening(l))
-                .collect();
-            if addrs.len() >= expect_listeners {
-                d.addrs = addrs;
-                return d;
-            }
-            if let Some(st) = d.try_wait() {
-                panic!(
-                    "quixd exited ({st}) before reporting {expect_listeners} `listening addr=` \
-                     line(s); config:\n{}\n--- output ---\n{}",
-                    std::fs::read_to_string(config).unwrap_or_default(),
-                    d.output()
-                );
-            }
-            if Instant::now() > deadline {
-                panic!(
-                    "quixd did not report {expect_listeners} `listening addr=` line(s) within \
-                     {STARTUP_TIMEOUT:?}; found {addrs:?}"
-                );
-            }
+        let mut d = Daemon(
+            Spawn::new(subcommand, config)
+                .ns(ns)
+                .log_level(log_level())
+                .spawn(),
+        );
+        let started = Instant::now();
+        while !d.poll_listening(expect_listeners, started) {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        d
     }
 
     /// The first IPv4 listening address (the first address if there is none).
@@ -746,91 +624,17 @@ impl Daemon {
             .unwrap_or(&self.addrs[0])
     }
 
-    pub fn pid(&self) -> i32 {
-        self.child.as_ref().expect("daemon already reaped").id() as i32
-    }
-
-    pub fn signal(&self, sig: libc::c_int) {
-        let rc = unsafe { libc::kill(self.pid(), sig) };
-        assert_eq!(rc, 0, "kill({}, {sig}) failed", self.pid());
-    }
-
-    /// Everything the daemon wrote so far (stderr; stdout lines prefixed with `[stdout] `).
-    pub fn output(&self) -> String {
-        self.log.lock().unwrap().join("\n")
-    }
-
-    /// Non-blocking: the exit status if the process has exited.
-    pub fn try_wait(&mut self) -> Option<ExitStatus> {
-        if self.exit.is_none() {
-            if let Some(c) = self.child.as_mut() {
-                if let Some(st) = c.try_wait().expect("try_wait") {
-                    self.exit = Some(st);
-                }
-            }
-        }
-        self.exit
-    }
-
-    /// Waits up to `limit` for the process to exit.
+    /// Waits up to `limit` for the process to exit, without blocking the runtime.
     pub async fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
         let deadline = Instant::now() + limit;
         loop {
-            if let Some(st) = self.try_wait() {
-                // Let the readers collect the last lines.
-                for r in self.readers.drain(..) {
-                    let _ = r.join();
-                }
-                return Some(st);
+            if let Some(status) = self.0.exited() {
+                return Some(status);
             }
             if Instant::now() >= deadline {
                 return None;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
-
-    /// Panics (showing the log) if the daemon is no longer running, e.g. it crashed mid-test.
-    pub fn assert_alive(&mut self) {
-        if let Some(st) = self.try_wait() {
-            panic!("quixd exited unexpectedly ({st})");
-        }
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            if self.exit.is_none() && c.try_wait().ok().flatten().is_none() {
-                let _ = c.kill();
-            }
-            let _ = c.wait();
-        }
-        if std::thread::panicking() {
-            // Give the reader threads a moment to drain the pipes after the kill.
-            for r in self.readers.drain(..) {
-                let _ = r.join();
-            }
-            eprintln!(
-                "===== quixd output (config {}) =====\n{}\n===== end of quixd output =====",
-                self.config_path.display(),
-                self.output()
-            );
-            if let Ok(cfg) = std::fs::read_to_string(&self.config_path) {
-                eprintln!("===== config =====\n{cfg}===== end of config =====");
-            }
-        }
-    }
-}
-
-/// A command running the daemon binary, inside network namespace `ns` if given.
-fn quixd_command(ns: Option<&str>) -> Command {
-    match ns {
-        None => Command::new(quixd_bin()),
-        Some(ns) => {
-            let mut c = Command::new("ip");
-            c.args(["netns", "exec", ns]).arg(quixd_bin());
-            c
         }
     }
 }
@@ -843,7 +647,7 @@ pub async fn run_quixd(
     args: &[&std::ffi::OsStr],
     limit: Duration,
 ) -> (ExitStatus, String, String) {
-    let child = tokio::process::Command::from(quixd_command(ns))
+    let child = tokio::process::Command::from(quixd_command(ns, &[]))
         .args(args)
         .env("NO_COLOR", "1")
         .env_remove("RUST_LOG")

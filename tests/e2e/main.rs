@@ -20,13 +20,16 @@
 //!
 //! The netns and XDP variants need root; without it they print why and pass, unless
 //! `QUIXD_REQUIRE_PRIVILEGED=1`. See `harness.rs` for the backends, the daemon guard, the
-//! config writer and the client helpers, and `../support/netns.rs` for the namespaces.
+//! config writer and the client helpers, `../support/daemon.rs` for the process guard shared with
+//! the xdp tests, and `../support/netns.rs` for the namespaces.
 
 // Namespaces, signals and XDP: Linux only (the Windows build is checked by tests/windows.rs).
 #![cfg(target_os = "linux")]
 
 #[path = "../support/netns.rs"]
 mod netns;
+#[path = "../support/daemon.rs"]
+mod process;
 
 mod harness;
 mod relay;

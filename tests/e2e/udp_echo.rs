@@ -137,15 +137,9 @@ async fn every_datagram_comes_back_unchanged(t: Backend) {
     assert_eq!(value("dropped_full"), 0, "{counters}");
     if t.is_xdp() {
         // They came through AF_XDP, not the kernel's UDP socket.
-        let datapath = log
-            .lines()
-            .rev()
-            .find_map(|l| l.split("datapath counters: ").nth(1))
-            .unwrap_or_else(|| panic!("no `datapath counters:` line:\n{log}"));
-        let rx = datapath
-            .split_whitespace()
-            .find_map(|kv| kv.strip_prefix("rx_datagrams="))
-            .and_then(|v| v.parse::<u64>().ok());
-        assert_eq!(rx, Some(sent), "AF_XDP received them all: {datapath}");
+        let datapath = crate::process::counters(&log);
+        assert!(!datapath.is_empty(), "no `datapath counters:` line:\n{log}");
+        let rx = datapath.get("rx_datagrams").copied();
+        assert_eq!(rx, Some(sent), "AF_XDP received them all: {datapath:?}");
     }
 }

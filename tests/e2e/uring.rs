@@ -6,12 +6,8 @@
 //! The refusal is injected with the daemon's test-only `QUIXD_TEST_FAIL_IO_URING=enosys|eperm`,
 //! which makes its io_uring setup fail exactly as the kernel would.
 
-use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::net::{IpAddr, SocketAddr};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::harness::*;
 
@@ -22,21 +18,6 @@ e2e_tests!(
         dual_stack_any_address_serves_both_families,
     }
 );
-
-/// The `name=value` pairs of the daemon's `datapath counters:` line (logged at exit).
-fn datapath_counters(log: &str) -> BTreeMap<String, u64> {
-    let line = log
-        .lines()
-        .find(|l| l.contains("datapath counters:"))
-        .unwrap_or_else(|| panic!("no `datapath counters:` line in the log:\n{log}"));
-    let rest = &line[line.find("datapath counters:").unwrap() + "datapath counters:".len()..];
-    rest.split_whitespace()
-        .filter_map(|kv| {
-            let (k, v) = kv.split_once('=')?;
-            Some((k.to_string(), v.parse().ok()?))
-        })
-        .collect()
-}
 
 /// quinn's client marks its datagrams ECT(0) for as long as its ECN validation succeeds, and
 /// that needs our ACKs to count the marks: so the marks must reach quinn-proto through our
@@ -77,7 +58,11 @@ async fn ecn_marks_arrive_both_ways(t: Backend) {
         log.contains("io_uring ledger balanced"),
         "every buffer accounted for at exit:\n{log}"
     );
-    let c = datapath_counters(&log);
+    let c = counters(&log);
+    assert!(
+        !c.is_empty(),
+        "no `datapath counters:` line in the log:\n{log}"
+    );
     eprintln!("datapath counters: {c:?}");
     let (rx, ect0) = (c["rx_datagrams"], c["rx_ecn_ect0"]);
     let (tx, marked) = (c["tx_datagrams"], c["tx_ecn_marked"]);
@@ -150,93 +135,11 @@ async fn dual_stack_any_address_serves_both_families(t: Backend) {
 // Kernel refuses io_uring
 // ---------------------------------------------------------------------------------------------
 
-/// A daemon started with extra environment variables (the harness's `Daemon` takes none).
-struct EnvDaemon {
-    child: Child,
-    log: Arc<Mutex<Vec<String>>>,
-}
-
-impl EnvDaemon {
-    fn spawn(config: &std::path::Path, env: (&str, &str)) -> Self {
-        let mut child = Command::new(quixd_bin())
-            .args(["run", "--config"])
-            .arg(config)
-            .args(["--log-level", "info"])
-            .env(env.0, env.1)
-            .env("NO_COLOR", "1")
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn quixd");
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let stderr = child.stderr.take().unwrap();
-        let sink = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                sink.lock().unwrap().push(strip_ansi(&line));
-            }
-        });
-        Self { child, log }
-    }
-
-    fn output(&self) -> String {
-        self.log.lock().unwrap().join("\n")
-    }
-
-    /// Waits for the first `listening addr=` line.
-    fn listening(&mut self) -> SocketAddr {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(a) = self
-                .log
-                .lock()
-                .unwrap()
-                .iter()
-                .find_map(|l| parse_listening(l))
-            {
-                return a;
-            }
-            if let Some(st) = self.child.try_wait().unwrap() {
-                panic!("quixd exited ({st}) before listening:\n{}", self.output());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "quixd did not listen:\n{}",
-                self.output()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn wait_exit(&mut self, limit: Duration) -> std::process::ExitStatus {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(st) = self.child.try_wait().unwrap() {
-                // Let the reader take the last lines.
-                std::thread::sleep(Duration::from_millis(100));
-                return st;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "quixd still running after {limit:?}:\n{}",
-                self.output()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for EnvDaemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            eprintln!("===== quixd output =====\n{}\n=====", self.output());
-        }
-    }
+/// `quixd run` on `config` with `QUIXD_TEST_FAIL_IO_URING=value`, not waiting for it.
+fn spawn_refusing_io_uring(config: &std::path::Path, value: &str) -> QuixdProcess {
+    Spawn::new("run", config)
+        .env(&[("QUIXD_TEST_FAIL_IO_URING", value)])
+        .spawn()
 }
 
 const REFUSALS: [(&str, &str, &str); 2] = [
@@ -263,8 +166,8 @@ fn io_uring_refused_auto_falls_back_to_socket() {
         let mut cfg = fx.config();
         cfg.backend = "auto".into();
         let path = fx.write_config(&cfg);
-        let mut d = EnvDaemon::spawn(&path, ("QUIXD_TEST_FAIL_IO_URING", value));
-        let addr = d.listening();
+        let mut d = spawn_refusing_io_uring(&path, value);
+        let addr = d.wait_listening(1)[0];
         rt.block_on(bounded(Duration::from_secs(30), async {
             let (_ep, conn) = connect_alpn(&fx.client, &fx.trust(), ALPN_HQ, addr).await;
             assert_eq!(hq_get(&conn, "/small.txt").await, b"small");
@@ -296,8 +199,7 @@ fn io_uring_refused_auto_falls_back_to_socket() {
         let pos = |needle: &str| log.find(needle).unwrap();
         assert!(pos("xdp skipped") < pos("io_uring skipped"));
         assert!(pos("io_uring skipped") < pos("running socket"));
-        d.child.kill().unwrap();
-        d.wait_exit(Duration::from_secs(5));
+        d.kill9();
     }
 }
 
@@ -308,8 +210,10 @@ fn io_uring_refused_explicit_backend_fails_clearly() {
     for (value, errno_text, hint) in REFUSALS {
         let fx = Fixture::new(Backend::IoUring);
         let path = fx.write_config(&fx.config());
-        let mut d = EnvDaemon::spawn(&path, ("QUIXD_TEST_FAIL_IO_URING", value));
-        let st = d.wait_exit(Duration::from_secs(20));
+        let mut d = spawn_refusing_io_uring(&path, value);
+        let st = d
+            .wait_exit(Duration::from_secs(20))
+            .unwrap_or_else(|| panic!("{value}: quixd still running after 20 s"));
         let log = d.output();
         assert!(
             !st.success(),

@@ -7,22 +7,20 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use quinn::crypto::rustls::QuicClientConfig;
 use rustls::pki_types::CertificateDer;
 
 use crate::netns::TestNet;
+pub use crate::process::{counters, get, random_bytes};
+use crate::process::{QuixdProcess, Spawn};
 
 /// The UDP port the daemon serves in these tests (each test has its own namespaces).
 pub const PORT: u16 = 4433;
-/// How long the daemon may take to report its listening addresses.
-const STARTUP: Duration = Duration::from_secs(20);
 /// How long a graceful stop (SIGTERM) may take; the configs set a 1 s drain timeout.
 const STOP: Duration = Duration::from_secs(20);
 
@@ -89,15 +87,22 @@ pub fn listen_both(net: &TestNet) -> Vec<SocketAddr> {
     ]
 }
 
-/// A `quixd run` process. Dropping it SIGKILLs (if still running) and reaps it; when the test is
-/// panicking its output is printed.
-pub struct Quixd {
-    child: Option<Child>,
-    exit: Option<ExitStatus>,
-    log: Arc<Mutex<Vec<String>>>,
-    readers: Vec<std::thread::JoinHandle<()>>,
-    /// The listening addresses it reported.
-    pub addrs: Vec<SocketAddr>,
+/// A `quixd run` process: the shared [`QuixdProcess`] guard (which it derefs to, for `addrs`,
+/// `pid`, `signal`, `try_wait`, `wait_exit`, `assert_alive`, `kill9`, ...). Dropping it SIGKILLs
+/// (if still running) and reaps it; when the test is panicking its output and config are printed.
+pub struct Quixd(QuixdProcess);
+
+impl std::ops::Deref for Quixd {
+    type Target = QuixdProcess;
+    fn deref(&self) -> &QuixdProcess {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Quixd {
+    fn deref_mut(&mut self) -> &mut QuixdProcess {
+        &mut self.0
+    }
 }
 
 /// What a graceful stop left behind.
@@ -109,119 +114,24 @@ pub struct Stopped {
 impl Quixd {
     /// Spawns `[wrapper...] quixd run --config CONFIG` in namespace `ns` without waiting for it.
     pub fn spawn(ns: &str, wrapper: &[&str], config: &Path) -> Self {
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", ns])
-            .args(wrapper)
-            .arg(env!("CARGO_BIN_EXE_quixd"))
-            .args(["run", "--log-level", "info", "--config"])
-            .arg(config)
-            .env("NO_COLOR", "1")
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn quixd through `ip netns exec`");
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let readers = vec![
-            reader(child.stderr.take().unwrap(), "", log.clone()),
-            reader(child.stdout.take().unwrap(), "[stdout] ", log.clone()),
-        ];
-        Quixd {
-            child: Some(child),
-            exit: None,
-            log,
-            readers,
-            addrs: Vec::new(),
-        }
+        Quixd(
+            Spawn::new("run", config)
+                .ns(Some(ns))
+                .wrapper(wrapper)
+                .spawn(),
+        )
     }
 
     /// Starts the daemon in namespace `ns` and waits until it reported `listeners` addresses.
     pub fn start(ns: &str, config: &Path, listeners: usize) -> Self {
         let mut daemon = Self::spawn(ns, &[], config);
-        let deadline = Instant::now() + STARTUP;
-        loop {
-            let addrs: Vec<SocketAddr> = daemon
-                .log
-                .lock()
-                .unwrap()
-                .iter()
-                .filter_map(|line| listening(line))
-                .collect();
-            if addrs.len() >= listeners {
-                daemon.addrs = addrs;
-                return daemon;
-            }
-            if let Some(status) = daemon.try_wait() {
-                daemon.join_readers();
-                panic!("quixd exited ({status}) before it was listening");
-            }
-            assert!(
-                Instant::now() < deadline,
-                "quixd reported no {listeners} listening addresses within {STARTUP:?}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    pub fn pid(&self) -> i32 {
-        self.child.as_ref().expect("not reaped yet").id() as i32
+        daemon.wait_listening(listeners);
+        daemon
     }
 
     /// Everything it wrote so far (stdout lines prefixed with `[stdout] `).
     pub fn log(&self) -> String {
-        self.log.lock().unwrap().join("\n")
-    }
-
-    pub fn try_wait(&mut self) -> Option<ExitStatus> {
-        if self.exit.is_none() {
-            if let Some(child) = self.child.as_mut() {
-                self.exit = child.try_wait().expect("try_wait quixd");
-            }
-        }
-        self.exit
-    }
-
-    fn join_readers(&mut self) {
-        for reader in self.readers.drain(..) {
-            let _ = reader.join();
-        }
-    }
-
-    /// Waits up to `limit` for it to exit; after the exit, the whole log is collected.
-    pub fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(status) = self.try_wait() {
-                self.join_readers();
-                return Some(status);
-            }
-            if Instant::now() >= deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    /// Panics if it is not running any more.
-    pub fn assert_alive(&mut self) {
-        if let Some(status) = self.try_wait() {
-            panic!("quixd is no longer running ({status})");
-        }
-    }
-
-    pub fn signal(&self, signal: libc::c_int) {
-        // SAFETY: kill(2) on our own child, which is not reaped yet (so the pid is still ours).
-        let rc = unsafe { libc::kill(self.pid(), signal) };
-        assert_eq!(rc, 0, "kill({}, {signal})", self.pid());
-    }
-
-    /// SIGKILL; returns once it is reaped.
-    pub fn kill9(&mut self) -> ExitStatus {
-        self.assert_alive();
-        self.signal(libc::SIGKILL);
-        self.wait_exit(Duration::from_secs(10))
-            .expect("quixd reaped within 10 s of SIGKILL")
+        self.output()
     }
 
     /// SIGTERM, then: it exits 0 within [`STOP`], logs `frame ledger balanced` and no
@@ -254,58 +164,6 @@ impl Quixd {
     }
 }
 
-impl Drop for Quixd {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            if self.exit.is_none() && child.try_wait().ok().flatten().is_none() {
-                let _ = child.kill();
-            }
-            let _ = child.wait();
-        }
-        self.join_readers();
-        if std::thread::panicking() {
-            eprintln!(
-                "===== quixd output =====\n{}\n===== end of quixd output =====",
-                self.log()
-            );
-        }
-    }
-}
-
-fn reader<R: Read + Send + 'static>(
-    stream: R,
-    prefix: &'static str,
-    log: Arc<Mutex<Vec<String>>>,
-) -> std::thread::JoinHandle<()> {
-    std::thread::spawn(move || {
-        for line in BufReader::new(stream).lines() {
-            let Ok(line) = line else { break };
-            log.lock().unwrap().push(format!("{prefix}{line}"));
-        }
-    })
-}
-
-/// The address of a `listening addr=...` line.
-fn listening(line: &str) -> Option<SocketAddr> {
-    let rest = &line[line.find("listening")?..];
-    let value = &rest[rest.find("addr=")? + "addr=".len()..];
-    value.split_whitespace().next()?.parse().ok()
-}
-
-/// The `name=value` pairs of the last `datapath counters:` line.
-pub fn counters(log: &str) -> BTreeMap<String, u64> {
-    let Some(line) = log.lines().rev().find(|l| l.contains("datapath counters:")) else {
-        return BTreeMap::new();
-    };
-    let rest = &line[line.find("datapath counters:").unwrap() + "datapath counters:".len()..];
-    rest.split_whitespace()
-        .filter_map(|pair| {
-            let (name, value) = pair.split_once('=')?;
-            Some((name.to_owned(), value.parse().ok()?))
-        })
-        .collect()
-}
-
 /// A field of the driver's counters in the `stopped driver=DriverCounters { name: N, .. }` line.
 pub fn driver_counter(log: &str, name: &str) -> u64 {
     let line = log
@@ -322,13 +180,6 @@ pub fn driver_counter(log: &str, name: &str) -> u64 {
         .next()
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no value for `{name}` in {line}"))
-}
-
-/// A counter, which must be there.
-pub fn get(counters: &BTreeMap<String, u64>, name: &str) -> u64 {
-    *counters
-        .get(name)
-        .unwrap_or_else(|| panic!("no counter `{name}` in {counters:?}"))
 }
 
 /// Log lines at WARN or ERROR level.
@@ -371,20 +222,6 @@ pub fn mac(net: &TestNet, ns: &str, ifname: &str) -> [u8; 6] {
         .map(|b| u8::from_str_radix(b, 16).unwrap())
         .collect();
     bytes.try_into().expect("a 6-byte MAC address")
-}
-
-/// Pseudo-random bytes (xorshift64*).
-pub fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
-    let mut s = seed | 1;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        s ^= s >> 12;
-        s ^= s << 25;
-        s ^= s >> 27;
-        out.extend_from_slice(&s.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes());
-    }
-    out.truncate(len);
-    out
 }
 
 // ---------------------------------------------------------------------------------------------

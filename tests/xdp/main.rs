@@ -10,6 +10,9 @@
 #[path = "../support/netns.rs"]
 mod netns;
 
+#[path = "../support/daemon.rs"]
+mod process;
+
 mod attach;
 mod daemon;
 mod daemon_errors;
