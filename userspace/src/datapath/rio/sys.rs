@@ -357,9 +357,24 @@ impl WinRio {
     }
 }
 
-impl RioQueues for WinRio {
-    fn receive(
-        &mut self,
+/// `RIOReceiveEx` and `RIOSendEx` share one signature: posting either way is the same call.
+type PostFn = unsafe extern "system" fn(
+    ws::RIO_RQ,
+    *const ws::RIO_BUF,
+    u32,
+    *const ws::RIO_BUF,
+    *const ws::RIO_BUF,
+    *const ws::RIO_BUF,
+    *const ws::RIO_BUF,
+    u32,
+    *const c_void,
+) -> i32;
+
+impl WinRio {
+    /// Posts `req` on socket `sock`'s request queue with `post` (RIOReceiveEx or RIOSendEx).
+    fn post(
+        &self,
+        post: PostFn,
         sock: usize,
         req: &Request,
         defer: bool,
@@ -368,13 +383,12 @@ impl RioQueues for WinRio {
         let data = rio_buf(self.buffer_id, req.data);
         let remote = rio_buf(self.buffer_id, req.remote);
         let control = req.control.map(|c| rio_buf(self.buffer_id, c));
-        let f = self.table.0.RIOReceiveEx.expect("checked at load");
         let flags = if defer { ws::RIO_MSG_DEFER } else { 0 };
         // SAFETY: the RIO_BUFs name ranges of our registered region that the engine holds for
         // this request until its completion (the slot ledger); the locals are read during the
         // call only. The context is an integer token.
         let ok = unsafe {
-            f(
+            post(
                 self.rqs[sock],
                 &data,
                 1,
@@ -392,6 +406,42 @@ impl RioQueues for WinRio {
             return Err(last_wsa_error());
         }
         Ok(())
+    }
+
+    /// Hands the deferred requests of `sock`'s queue to the kernel: `post` with
+    /// RIO_MSG_COMMIT_ONLY.
+    fn commit(&self, post: PostFn, sock: usize) -> Result<(), WsaError> {
+        // SAFETY: RIO_MSG_COMMIT_ONLY with every pointer null and no buffers, as documented.
+        let ok = unsafe {
+            post(
+                self.rqs[sock],
+                ptr::null(),
+                0,
+                ptr::null(),
+                ptr::null(),
+                ptr::null(),
+                ptr::null(),
+                ws::RIO_MSG_COMMIT_ONLY,
+                ptr::null(),
+            )
+        };
+        if ok == 0 {
+            return Err(last_wsa_error());
+        }
+        Ok(())
+    }
+}
+
+impl RioQueues for WinRio {
+    fn receive(
+        &mut self,
+        sock: usize,
+        req: &Request,
+        defer: bool,
+        context: u64,
+    ) -> Result<(), WsaError> {
+        let post = self.table.0.RIOReceiveEx.expect("checked at load");
+        self.post(post, sock, req, defer, context)
     }
 
     fn send(
@@ -401,75 +451,18 @@ impl RioQueues for WinRio {
         defer: bool,
         context: u64,
     ) -> Result<(), WsaError> {
-        let data = rio_buf(self.buffer_id, req.data);
-        let remote = rio_buf(self.buffer_id, req.remote);
-        let control = req.control.map(|c| rio_buf(self.buffer_id, c));
-        let f = self.table.0.RIOSendEx.expect("checked at load");
-        let flags = if defer { ws::RIO_MSG_DEFER } else { 0 };
-        // SAFETY: as for `receive`: the buffers are held for this request until completion.
-        let ok = unsafe {
-            f(
-                self.rqs[sock],
-                &data,
-                1,
-                ptr::null(),
-                &remote,
-                control
-                    .as_ref()
-                    .map_or(ptr::null(), |c| c as *const ws::RIO_BUF),
-                ptr::null(),
-                flags,
-                context as usize as *const c_void,
-            )
-        };
-        if ok == 0 {
-            return Err(last_wsa_error());
-        }
-        Ok(())
+        let post = self.table.0.RIOSendEx.expect("checked at load");
+        self.post(post, sock, req, defer, context)
     }
 
     fn commit_receives(&mut self, sock: usize) -> Result<(), WsaError> {
-        let f = self.table.0.RIOReceiveEx.expect("checked at load");
-        // SAFETY: RIO_MSG_COMMIT_ONLY with every pointer null and no buffers, as documented.
-        let ok = unsafe {
-            f(
-                self.rqs[sock],
-                ptr::null(),
-                0,
-                ptr::null(),
-                ptr::null(),
-                ptr::null(),
-                ptr::null(),
-                ws::RIO_MSG_COMMIT_ONLY,
-                ptr::null(),
-            )
-        };
-        if ok == 0 {
-            return Err(last_wsa_error());
-        }
-        Ok(())
+        let post = self.table.0.RIOReceiveEx.expect("checked at load");
+        self.commit(post, sock)
     }
 
     fn commit_sends(&mut self, sock: usize) -> Result<(), WsaError> {
-        let f = self.table.0.RIOSendEx.expect("checked at load");
-        // SAFETY: RIO_MSG_COMMIT_ONLY with every pointer null and no buffers, as documented.
-        let ok = unsafe {
-            f(
-                self.rqs[sock],
-                ptr::null(),
-                0,
-                ptr::null(),
-                ptr::null(),
-                ptr::null(),
-                ptr::null(),
-                ws::RIO_MSG_COMMIT_ONLY,
-                ptr::null(),
-            )
-        };
-        if ok == 0 {
-            return Err(last_wsa_error());
-        }
-        Ok(())
+        let post = self.table.0.RIOSendEx.expect("checked at load");
+        self.commit(post, sock)
     }
 
     fn dequeue(&mut self, out: &mut [Completion]) -> Result<usize, CorruptQueue> {
