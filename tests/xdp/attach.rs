@@ -126,6 +126,20 @@ pub mod foreign {
         bpf(BPF_LINK_CREATE, &mut attr).expect("BPF_LINK_CREATE the foreign program")
     }
 
+    /// [`attach_netlink`] on the server end of `net`, from a thread inside its namespace.
+    pub fn attach_netlink_to_server(net: &TestNet, prog: BorrowedFd<'_>, flags: u32) {
+        let (ns, iface) = (net.server_ns.as_str(), net.server_if.as_str());
+        std::thread::scope(|s| {
+            s.spawn(move || {
+                TestNet::enter(ns);
+                let index = attach::ifindex(iface).unwrap();
+                attach_netlink(prog, index, flags);
+            })
+            .join()
+            .unwrap_or_else(|e| std::panic::resume_unwind(e))
+        });
+    }
+
     /// The legacy attach: `RTM_SETLINK` with `IFLA_XDP { FD, FLAGS }` (what `ip link set dev
     /// IF xdp...` does), in the calling thread's namespace.
     pub fn attach_netlink(prog: BorrowedFd<'_>, ifindex: u32, flags: u32) {
@@ -397,15 +411,8 @@ fn foreign_program_attached_by_netlink_is_refused_and_kept() {
         return;
     }
     let net = TestNet::new();
-    let iface = net.server_if.clone();
     let foreign_fd = foreign::load();
-    let raw = foreign_fd.as_raw_fd();
-    in_server(&net, move || {
-        let index = attach::ifindex(&iface).unwrap();
-        // SAFETY: `foreign_fd` outlives this thread (joined below).
-        let prog = unsafe { BorrowedFd::borrow_raw(raw) };
-        foreign::attach_netlink(prog, index, foreign::XDP_FLAGS_SKB_MODE);
-    });
+    foreign::attach_netlink_to_server(&net, foreign_fd.as_fd(), foreign::XDP_FLAGS_SKB_MODE);
     let (mode, foreign_id) = ip_xdp(&net).expect("foreign program attached");
     assert_eq!(mode, "xdpgeneric");
 
@@ -493,14 +500,11 @@ fn netlink_attached_copy_of_ours_is_replaced() {
     // quixd_xdp.o` would): nothing would ever detach it.
     let old = XdpProgram::load().unwrap();
     let old_id = old.program().unwrap().info().unwrap().id();
-    let raw = old.program().unwrap().fd().unwrap().as_fd().as_raw_fd();
-    let iface = net.server_if.clone();
-    in_server(&net, move || {
-        let index = attach::ifindex(&iface).unwrap();
-        // SAFETY: `old` outlives this thread (joined below).
-        let prog = unsafe { BorrowedFd::borrow_raw(raw) };
-        foreign::attach_netlink(prog, index, foreign::XDP_FLAGS_DRV_MODE);
-    });
+    foreign::attach_netlink_to_server(
+        &net,
+        old.program().unwrap().fd().unwrap().as_fd(),
+        foreign::XDP_FLAGS_DRV_MODE,
+    );
     assert_eq!(ip_xdp(&net), Some(("xdp".to_owned(), old_id)));
 
     let iface = net.server_if.clone();
@@ -797,15 +801,8 @@ fn xtask_load_refuses_a_foreign_program() {
         return;
     }
     let net = TestNet::new();
-    let iface = net.server_if.clone();
     let foreign_fd = foreign::load();
-    let raw = foreign_fd.as_raw_fd();
-    in_server(&net, move || {
-        let index = attach::ifindex(&iface).unwrap();
-        // SAFETY: `foreign_fd` outlives this thread (joined below).
-        let prog = unsafe { BorrowedFd::borrow_raw(raw) };
-        foreign::attach_netlink(prog, index, foreign::XDP_FLAGS_DRV_MODE);
-    });
+    foreign::attach_netlink_to_server(&net, foreign_fd.as_fd(), foreign::XDP_FLAGS_DRV_MODE);
     let iface = net.server_if.as_str();
     let pin_dir = PathBuf::from(format!("/sys/fs/bpf/quixd/{iface}@{}", net.server_ns));
     let _cleanup = PinGuard(pin_dir.clone());

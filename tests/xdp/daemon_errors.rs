@@ -1,13 +1,11 @@
 //! The daemon's start-up errors on the XDP backend: each exits non-zero at once with a message
 //! that names the problem and its fix, and leaves nothing attached.
 
-use std::os::fd::AsRawFd;
+use std::os::fd::AsFd;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use quixd::datapath::xdp::attach;
-
-use crate::daemon::{in_ns, ip_xdp, listen_both, Quixd, Site, PORT};
+use crate::daemon::{ip_xdp, listen_both, Quixd, Site, PORT};
 use crate::netns::{privileged, TestNet};
 
 /// How quickly a refused start must exit.
@@ -57,14 +55,7 @@ fn daemon_refuses_a_foreign_xdp_program() {
     }
     let net = TestNet::new();
     let program = foreign::load();
-    let raw = program.as_raw_fd();
-    let iface = net.server_if.clone();
-    in_ns(&net.server_ns, move || {
-        let index = attach::ifindex(&iface).unwrap();
-        // SAFETY: `program` (the fd's owner) outlives this closure, which runs before it is dropped.
-        let prog = unsafe { std::os::fd::BorrowedFd::borrow_raw(raw) };
-        foreign::attach_netlink(prog, index, foreign::XDP_FLAGS_DRV_MODE);
-    });
+    foreign::attach_netlink_to_server(&net, program.as_fd(), foreign::XDP_FLAGS_DRV_MODE);
     drop(program); // netlink attachments stay until detached
     assert_eq!(
         ip_xdp(&net).as_deref(),

@@ -1,7 +1,7 @@
 //! The AF_XDP backend by itself, in process: real frames through the XDP program and AF_XDP
 //! sockets on a veth, in both attach modes, without QUIC.
 
-use std::net::{SocketAddr, UdpSocket};
+use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
 use quixd::datapath::xdp::program::AttachMode;
@@ -59,17 +59,13 @@ fn payload(round: u8, i: u8) -> Vec<u8> {
         .collect()
 }
 
-/// Two rounds of 10 datagrams echoed back reversed. Replies to a peer whose MAC the server's
-/// kernel has not resolved go out through the guard socket (and the kernel resolves it); by
-/// round 2 they all go out as AF_XDP frames we built.
-fn echo_both_ways(mode: AttachMode, v6: bool) {
-    const N: usize = 10;
-    let net = TestNet::new();
-    let server_ip = net.server_ip(v6);
-    let settings = XdpSettings {
+/// A small AF_XDP datapath (AF_XDP transmit) on the server end of `net`, on `server_ip` and
+/// a port of its choosing.
+fn settings(net: &TestNet, attach: AttachMode, server_ip: IpAddr) -> XdpSettings {
+    XdpSettings {
         interface: net.server_if.clone(),
         queues: Vec::new(),
-        attach: mode,
+        attach,
         copy_mode: CopyMode::Auto,
         sizes: XskSizes {
             frames: 1024,
@@ -78,7 +74,17 @@ fn echo_both_ways(mode: AttachMode, v6: bool) {
         listen: vec![SocketAddr::new(server_ip, 0)],
         transmit: Transmit::AfXdp,
         vlan: None,
-    };
+    }
+}
+
+/// Two rounds of 10 datagrams echoed back reversed. Replies to a peer whose MAC the server's
+/// kernel has not resolved go out through the guard socket (and the kernel resolves it); by
+/// round 2 they all go out as AF_XDP frames we built.
+fn echo_both_ways(mode: AttachMode, v6: bool) {
+    const N: usize = 10;
+    let net = TestNet::new();
+    let server_ip = net.server_ip(v6);
+    let settings = settings(&net, mode, server_ip);
     let server_ns = net.server_ns.clone();
     let (port_tx, port_rx) = std::sync::mpsc::channel();
     let server = std::thread::spawn(move || {
@@ -211,19 +217,7 @@ fn af_xdp_two_queues() {
     const FLOWS: usize = 32;
     let net = TestNet::with_queues(2);
     let server_ip = net.server_ip(false);
-    let settings = XdpSettings {
-        interface: net.server_if.clone(),
-        queues: Vec::new(),
-        attach: AttachMode::Driver,
-        copy_mode: CopyMode::Auto,
-        sizes: XskSizes {
-            frames: 1024,
-            ring: 256,
-        },
-        listen: vec![SocketAddr::new(server_ip, 0)],
-        transmit: Transmit::AfXdp,
-        vlan: None,
-    };
+    let settings = settings(&net, AttachMode::Driver, server_ip);
     let server_ns = net.server_ns.clone();
     let (port_tx, port_rx) = std::sync::mpsc::channel();
     let server = std::thread::spawn(move || {
