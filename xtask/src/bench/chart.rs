@@ -1,5 +1,5 @@
-//! benchmarks/cost.svg: every server's cost per unit in every scenario, as a multiple of the
-//! QUIC floor's cost in that scenario (the floor is the line at 1.0, the limit; in the raw
+//! benchmarks/cost.svg: every server's cost per unit in every saturation scenario, as a
+//! multiple of the QUIC floor's cost in that scenario (the floor is the line at 1.0, the limit; in the raw
 //! scenario the limit is the bare AF_XDP echo), with the
 //! absolute median cost written above each bar.
 
@@ -9,6 +9,7 @@ use anyhow::{anyhow, Result};
 use plotters::prelude::*;
 
 use super::report::Results;
+use super::Level;
 
 const COLORS: [RGBColor; 6] = [
     RGBColor(0x44, 0x44, 0x44), // quinn
@@ -26,7 +27,12 @@ pub fn draw(results: &Results, path: &Path) -> Result<()> {
         .map(|(n, _)| n.as_str())
         .filter(|n| *n != "floor" && *n != "bare-afxdp")
         .collect();
-    let scenarios: Vec<&str> = results.scenarios.iter().map(|s| s.name.as_str()).collect();
+    let scenarios: Vec<&str> = results
+        .scenarios
+        .iter()
+        .filter(|s| s.level == Level::Saturation && s.generator == "client")
+        .map(|s| s.name.as_str())
+        .collect();
     let value = |sc: &str, sv: &str| {
         results
             .summaries
@@ -45,7 +51,7 @@ pub fn draw(results: &Results, path: &Path) -> Result<()> {
     let n = scenarios.len().max(1) as f64;
     let mut chart = ChartBuilder::on(&root)
         .caption(
-            "server CPU per unit, as a multiple of the QUIC floor (raw: of a bare AF_XDP echo); lower is better",
+            "at saturation: server CPU per unit, as a multiple of the QUIC floor (raw: of a bare AF_XDP echo); lower is better",
             ("sans-serif", 18),
         )
         .margin(16)

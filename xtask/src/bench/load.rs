@@ -65,6 +65,12 @@ pub struct LoadSpec {
     /// The server side's NAPI kthreads, whose CPU time is sampled too.
     #[serde(default)]
     pub server_napi_pids: Vec<i32>,
+    /// The floor's link: one-way delay (and delivery tick) to the server and to the client,
+    /// microseconds.
+    #[serde(default)]
+    pub floor_to_server_us: u64,
+    #[serde(default)]
+    pub floor_to_client_us: u64,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -94,10 +100,59 @@ pub struct LoadReport {
     pub server_thread_cpu_s: Option<f64>,
     /// The server process's own CPU time over the window (user + system, all threads).
     pub server_process_cpu_s: Option<f64>,
-    /// The server side's NAPI kthreads' CPU time over the window.
+    /// The server side's NAPI kthreads' CPU time over the window (schedstat, nanoseconds;
+    /// /proc/PID/stat ticks where schedstat is missing).
     #[serde(default)]
     pub server_napi_cpu_s: f64,
+    /// Run time of the server process's threads over the window, from schedstat
+    /// (nanoseconds); `None` where schedstat is missing.
+    #[serde(default)]
+    pub server_tasks_cpu_s: Option<f64>,
+    /// What the client's quinn connections counted over the window (not for handshakes).
+    #[serde(default)]
+    pub link: Option<LinkStats>,
+    /// Which load generator produced this report.
+    #[serde(default)]
+    pub generator: String,
     pub first_error: Option<String>,
+}
+
+/// Packets and ACK frames over the window, as the client's quinn connections counted them:
+/// the server received what the client sent and sent what the client received. Every server
+/// faces the same client, so these compare like for like (the floor's in-memory path too).
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+pub struct LinkStats {
+    /// UDP datagrams the client sent (the server received).
+    pub datagrams_to_server: u64,
+    /// UDP datagrams the client received (the server sent).
+    pub datagrams_from_server: u64,
+    /// ACK frames the client sent (the server received).
+    pub acks_to_server: u64,
+    /// ACK frames the client received (the server sent).
+    pub acks_from_server: u64,
+}
+
+impl LinkStats {
+    fn of(conns: &[quinn::Connection]) -> LinkStats {
+        let mut l = LinkStats::default();
+        for c in conns {
+            let s = c.stats();
+            l.datagrams_to_server += s.udp_tx.datagrams;
+            l.datagrams_from_server += s.udp_rx.datagrams;
+            l.acks_to_server += s.frame_tx.acks;
+            l.acks_from_server += s.frame_rx.acks;
+        }
+        l
+    }
+
+    fn delta(&self, earlier: &LinkStats) -> LinkStats {
+        LinkStats {
+            datagrams_to_server: self.datagrams_to_server - earlier.datagrams_to_server,
+            datagrams_from_server: self.datagrams_from_server - earlier.datagrams_from_server,
+            acks_to_server: self.acks_to_server - earlier.acks_to_server,
+            acks_from_server: self.acks_from_server - earlier.acks_from_server,
+        }
+    }
 }
 
 /// What is sampled at the edges of the window.
@@ -115,6 +170,7 @@ pub struct Sample {
     process: f64,
     thread: Option<f64>,
     server_process: Option<f64>,
+    server_tasks: Option<f64>,
     napi: f64,
 }
 
@@ -126,10 +182,18 @@ impl Meter {
             process: sys::self_cpu(),
             thread: self.server_thread_clock.map(sys::clock_seconds),
             server_process: self.server_pid.and_then(sys::process_cpu),
+            server_tasks: self
+                .server_pid
+                .and_then(sys::task_runtime_ns)
+                .map(|ns| ns as f64 * 1e-9),
             napi: self
                 .napi_pids
                 .iter()
-                .filter_map(|p| sys::process_cpu(*p as u32))
+                .filter_map(|p| {
+                    sys::task_runtime_ns(*p as u32)
+                        .map(|ns| ns as f64 * 1e-9)
+                        .or_else(|| sys::process_cpu(*p as u32))
+                })
                 .sum(),
         }
     }
@@ -145,9 +209,18 @@ struct Stats {
     skipped: AtomicU64,
     latencies: Mutex<Vec<u32>>,
     first_error: Mutex<Option<String>>,
+    /// Long-lived connections whose packet and ACK counts are sampled at the window edges.
+    conns: Mutex<Vec<quinn::Connection>>,
 }
 
 impl Stats {
+    fn watch(&self, conn: &quinn::Connection) {
+        self.conns.lock().unwrap().push(conn.clone());
+    }
+    fn link(&self) -> Option<LinkStats> {
+        let conns = self.conns.lock().unwrap();
+        (!conns.is_empty()).then(|| LinkStats::of(&conns))
+    }
     fn in_window(&self, t: Instant) -> bool {
         t >= self.window_start && t < self.window_end
     }
@@ -258,15 +331,23 @@ pub async fn run(spec: &LoadSpec, endpoint: quinn::Endpoint, meter: Meter) -> Re
         skipped: AtomicU64::new(0),
         latencies: Mutex::new(Vec::new()),
         first_error: Mutex::new(None),
+        conns: Mutex::new(Vec::new()),
     });
 
+    let meter_stats = stats.clone();
     let meter_task = tokio::spawn(async move {
         tokio::time::sleep_until(window_start.into()).await;
         let a = meter.sample();
+        let link_a = meter_stats.link();
         let a_time = Instant::now();
         tokio::time::sleep_until(window_end.into()).await;
         let b = meter.sample();
-        (a, b, Instant::now() - a_time)
+        let link_b = meter_stats.link();
+        let link = match (link_a, link_b) {
+            (Some(x), Some(y)) => Some(y.delta(&x)),
+            _ => None,
+        };
+        (a, b, Instant::now() - a_time, link)
     });
 
     let load = {
@@ -295,7 +376,7 @@ pub async fn run(spec: &LoadSpec, endpoint: quinn::Endpoint, meter: Meter) -> Re
         Err(_) => stats.error("load did not stop in time"),
         Ok(Ok(Ok(()))) => {}
     }
-    let (a, b, elapsed) = meter_task.await?;
+    let (a, b, elapsed, link) = meter_task.await?;
     endpoint.close(0u32.into(), b"done");
     let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
 
@@ -313,9 +394,14 @@ pub async fn run(spec: &LoadSpec, endpoint: quinn::Endpoint, meter: Meter) -> Re
         p99_us: pct(0.99),
         p999_us: pct(0.999),
         first_error,
+        link,
+        generator: GENERATOR.into(),
         ..LoadReport::with_cpu(&a, &b, elapsed)
     })
 }
+
+/// This module's name for itself in reports.
+pub const GENERATOR: &str = "quixd's load generator (xtask bench client)";
 
 impl LoadReport {
     /// A report holding only the CPU figures between two samples taken `elapsed` apart.
@@ -331,6 +417,10 @@ impl LoadReport {
             },
             server_napi_cpu_s: b.napi - a.napi,
             server_process_cpu_s: match (a.server_process, b.server_process) {
+                (Some(x), Some(y)) => Some(y - x),
+                _ => None,
+            },
+            server_tasks_cpu_s: match (a.server_tasks, b.server_tasks) {
                 (Some(x), Some(y)) => Some(y - x),
                 _ => None,
             },
@@ -368,6 +458,7 @@ async fn pace(start: Instant, done: f64, rate: f64) {
 
 async fn download(endpoint: &quinn::Endpoint, spec: &LoadSpec, stats: &Stats) -> Result<()> {
     let conn = connect(endpoint, spec).await?;
+    stats.watch(&conn);
     let (mut send, mut recv) = conn.open_bi().await?;
     send.write_all(&(u64::MAX >> 2).to_be_bytes()).await?;
     send.finish()?;
@@ -393,6 +484,7 @@ async fn download(endpoint: &quinn::Endpoint, spec: &LoadSpec, stats: &Stats) ->
 
 async fn upload(endpoint: &quinn::Endpoint, spec: &LoadSpec, stats: &Stats) -> Result<()> {
     let conn = connect(endpoint, spec).await?;
+    stats.watch(&conn);
     let (mut send, _recv) = conn.open_bi().await?;
     send.write_all(&0u64.to_be_bytes()).await?;
     let start = Instant::now();
@@ -438,7 +530,9 @@ async fn request(conn: &quinn::Connection, spec: &LoadSpec) -> Result<u64> {
 async fn requests(endpoint: &quinn::Endpoint, spec: &LoadSpec, stats: &Arc<Stats>) -> Result<()> {
     let mut conns = Vec::new();
     for _ in 0..spec.connections.max(1) {
-        conns.push(connect(endpoint, spec).await?);
+        let conn = connect(endpoint, spec).await?;
+        stats.watch(&conn);
+        conns.push(conn);
     }
     let spec = Arc::new(spec.clone());
     let slots: Vec<Arc<Semaphore>> = conns

@@ -1,11 +1,13 @@
 //! `cargo xtask bench`: every quixd backend against stock quinn and against the QUIC floor,
-//! at the same offered load, interleaved, in one run (issue 8).
+//! at saturation (closed loop), at a light fixed load and for latency at a share of each
+//! server's own saturation rate, interleaved, in one run (issues 8 and 12).
 //!
 //! Set-up: two network namespaces joined by veth (198.18.0.0/15, fd00::/8); the server pinned
 //! to CPU 0 and the load generator to CPU 1; threaded NAPI on both veth ends, each end's NAPI
 //! kthread pinned to its side's CPU, the same for every server (restored after each run). The
-//! cost of a server is CPU 0's busy time from /proc/stat (user + nice + system + irq +
-//! softirq) over the measured window, divided by the units served in it.
+//! cost of a server is the run time of its threads and its NAPI kthreads over the measured
+//! window (schedstat, nanoseconds), divided by the units served in it; CPU 0's busy time
+//! (cpuidle, else /proc/schedstat) and /proc/stat are cross-checks.
 //!
 //! Internally the bench re-runs itself as a release build; the load generator and the stock
 //! quinn server are that same binary (`xtask bench client`, `xtask bench quinn-server`).
@@ -17,6 +19,7 @@ mod load;
 mod net;
 mod profile;
 mod quic;
+mod quinn_perf;
 mod quinn_server;
 mod raw;
 mod report;
@@ -40,31 +43,41 @@ pub struct BenchArgs {
     /// Smoke test: 1 run per scenario and server, short windows, no profile.
     #[arg(long)]
     quick: bool,
-    /// Runs per scenario and server (default 5, or 1 with --quick).
+    /// Runs per scenario and server (default 3, or 1 with --quick).
     #[arg(long)]
     runs: Option<usize>,
     /// Only these scenarios (repeatable): download, upload, small, handshake,
-    /// handshake-retry, latency, raw.
+    /// handshake-retry, raw (closed loop); download-qperf, upload-qperf, small-qperf (quinn's
+    /// perf client); download-light, upload-light, small-light, handshake-light, raw-light;
+    /// latency-50, latency-90 (need small).
     #[arg(long = "scenario")]
     scenarios: Vec<String>,
     /// Only these servers (repeatable): quinn, socket, io_uring, xdp-skb, xdp-driver,
     /// xdp-driver-afxdp-tx, floor, bare-afxdp.
     #[arg(long = "server")]
     servers: Vec<String>,
-    /// Measured window per run, ms (default 8000, or 2000 with --quick).
+    /// Measured window per run, ms (default 5000, or 2000 with --quick).
     #[arg(long)]
     window_ms: Option<u64>,
-    /// Warm-up before the window, ms (default 1500, or 700 with --quick).
+    /// Warm-up before the window, ms (default 1000, or 700 with --quick).
     #[arg(long)]
     warmup_ms: Option<u64>,
-    /// Profile the XDP (driver mode) server in each scenario with `perf record` (default on
+    /// Profile every server in each saturation scenario with `perf record` (default on
     /// without --quick).
     #[arg(long)]
     profile: Option<bool>,
-    /// Multiplies every scenario's offered load (0 = unlimited: closed loop, as fast as the
-    /// load generator can go).
+    /// Multiplies the light scenarios' offered load (0 = unlimited: closed loop, as fast as
+    /// the load generator can go). Saturation scenarios are always closed loop.
     #[arg(long, default_value_t = 1.0)]
     load_scale: f64,
+    /// The floor's in-memory link, client to server: one-way delay and delivery tick,
+    /// microseconds (packets arrive in batches, as over veth).
+    #[arg(long, default_value_t = 50)]
+    floor_to_server_us: u64,
+    /// The floor's in-memory link, server to client: one-way delay and delivery tick,
+    /// microseconds.
+    #[arg(long, default_value_t = 100)]
+    floor_to_client_us: u64,
     /// Where BENCHMARKS.md and benchmarks/ go (default: the workspace root).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -75,6 +88,9 @@ enum Internal {
     /// (internal) The load generator: runs one load spec (JSON) and prints its report.
     #[command(hide = true)]
     Client { spec: String },
+    /// (internal) quinn's perf client logic as a second load generator: same spec and report.
+    #[command(hide = true)]
+    QuinnPerfClient { spec: String },
     /// (internal) The stock-quinn perf server on a quixd config file.
     #[command(hide = true)]
     QuinnServer { config: PathBuf },
@@ -83,14 +99,32 @@ enum Internal {
     BareXdp(bare::BareArgs),
 }
 
+/// How a scenario loads the servers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Level {
+    /// Closed loop: as fast as the load generator goes (the headline figures).
+    Saturation,
+    /// A fixed, moderate offered load: the cost when lightly loaded.
+    Light,
+    /// Open loop at a fraction of each server's own saturation rate (latency).
+    Latency,
+}
+
 /// One scenario: the load offered to every server.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Scenario {
     pub name: String,
     pub what: String,
+    pub level: Level,
     pub pattern: Pattern,
-    /// Offered load: bytes/s (download, upload), requests/s, connections/s.
+    /// Offered load: bytes/s (download, upload), requests/s, connections/s, datagrams/s;
+    /// 0 = closed loop.
     pub rate: f64,
+    /// Latency scenarios: offered at this fraction of each server's own median rate in the
+    /// named saturation scenario.
+    #[serde(default)]
+    pub fraction_of: Option<(String, f64)>,
     pub connections: usize,
     pub streams: usize,
     pub response_size: u64,
@@ -101,113 +135,120 @@ pub struct Scenario {
     /// The server whose cost is the limit ("x floor"): the QUIC floor, or for the raw
     /// scenario the bare AF_XDP echo.
     pub reference: String,
+    /// The load generator: "client" (ours, load.rs) or "quinn-perf-client" (quinn's perf
+    /// client logic, quinn_perf.rs).
+    #[serde(default = "default_generator")]
+    pub generator: String,
 }
 
+fn default_generator() -> String {
+    "client".into()
+}
+
+/// The offered light loads (moderate: every server mostly idle).
+const LIGHT_BYTES: f64 = 150e6;
+const LIGHT_REQUESTS: f64 = 12_000.0;
+const LIGHT_HANDSHAKES: f64 = 250.0;
+const LIGHT_PACKETS: f64 = 80_000.0;
+
 fn scenarios() -> Vec<Scenario> {
-    let s = |name: &str,
-             what: &str,
-             pattern,
-             rate,
-             connections,
-             streams,
-             response_size,
-             retry,
-             unit: &str| Scenario {
+    let base = |name: &str, pattern, connections, streams, response_size, unit: &str| Scenario {
         name: name.into(),
-        what: what.into(),
+        what: String::new(),
+        level: Level::Saturation,
         pattern,
-        rate,
+        rate: 0.0,
+        fraction_of: None,
         connections,
         streams,
         response_size,
         upload_size: 0,
-        retry,
+        retry: false,
         unit: unit.into(),
         reference: Server::Floor.name().into(),
+        generator: default_generator(),
+    };
+    let download = base("download", Pattern::Download, 1, 1, 0, "byte");
+    let upload = base("upload", Pattern::Upload, 1, 1, 0, "byte");
+    let small = base("small", Pattern::Requests, 4, 16, 1024, "request");
+    let handshake = base("handshake", Pattern::Handshakes, 1, 32, 1024, "handshake");
+    let raw = Scenario {
+        reference: Server::BareXdp.name().into(),
+        ..base("raw", Pattern::RawEcho, 1, 1, 1200, "packet")
+    };
+    let sat = |s: &Scenario, what: &str| Scenario {
+        what: format!("{what}, closed loop"),
+        ..s.clone()
+    };
+    let light = |s: &Scenario, what: &str, rate: f64| Scenario {
+        name: format!("{}-light", s.name),
+        what: format!("{what}, offered {}", fmt_rate(rate, &s.unit)),
+        level: Level::Light,
+        rate,
+        ..s.clone()
+    };
+    let latency = |pct: u32| Scenario {
+        name: format!("latency-{pct}"),
+        what: format!(
+            "small requests (as `small`) offered at {pct}% of each server's own saturation \
+             rate in `small`: p50/p99"
+        ),
+        level: Level::Latency,
+        fraction_of: Some(("small".into(), f64::from(pct) / 100.0)),
+        ..small.clone()
+    };
+    let quinn_perf = |s: &Scenario, what: &str| Scenario {
+        name: format!("{}-qperf", s.name),
+        what: format!("{what}, closed loop, load from quinn's perf client logic"),
+        generator: "quinn-perf-client".into(),
+        ..s.clone()
+    };
+    const DOWNLOAD: &str = "bulk download: 1 connection, 1 stream";
+    const UPLOAD: &str = "bulk upload: 1 connection, 1 stream";
+    const SMALL: &str = "small requests: 1 KiB responses, 4 connections x 16 streams in flight";
+    const HANDSHAKE: &str =
+        "handshakes: a new connection per 1 KiB request, full handshake, 32 in flight";
+    const RETRY: &str = "handshakes with Retry (address validation first), 32 in flight";
+    const RAW: &str = "raw datapath: 1200-byte UDP datagrams echoed without QUIC \
+                       (`quixd udp-echo`); the reference is a bare AF_XDP echo";
+    let retry = Scenario {
+        name: "handshake-retry".into(),
+        retry: true,
+        ..handshake.clone()
     };
     vec![
-        s(
-            "download",
-            "bulk download: 1 connection, 1 stream, offered 150 MB/s",
-            Pattern::Download,
-            150e6,
-            1,
-            1,
-            0,
-            false,
-            "byte",
-        ),
-        s(
-            "upload",
-            "bulk upload: 1 connection, 1 stream, offered 150 MB/s",
-            Pattern::Upload,
-            150e6,
-            1,
-            1,
-            0,
-            false,
-            "byte",
-        ),
-        s(
-            "small",
-            "small requests: 1 KiB responses, 4 connections x 16 streams in flight, offered 12k/s",
-            Pattern::Requests,
-            12_000.0,
-            4,
-            16,
-            1024,
-            false,
-            "request",
-        ),
-        s(
-            "handshake",
-            "handshakes: a new connection per 1 KiB request, full handshake, offered 250/s",
-            Pattern::Handshakes,
-            250.0,
-            1,
-            32,
-            1024,
-            false,
-            "handshake",
-        ),
-        s(
-            "handshake-retry",
-            "handshakes with Retry (address validation first), offered 250/s",
-            Pattern::Handshakes,
-            250.0,
-            1,
-            32,
-            1024,
-            true,
-            "handshake",
-        ),
-        s(
-            "latency",
-            "latency: 1 KiB requests on 1 connection at a moderate 2k/s, p50/p99",
-            Pattern::Requests,
-            2_000.0,
-            1,
-            8,
-            1024,
-            false,
-            "request",
-        ),
+        sat(&download, DOWNLOAD),
+        sat(&upload, UPLOAD),
+        sat(&small, SMALL),
+        sat(&handshake, HANDSHAKE),
+        sat(&retry, RETRY),
         Scenario {
-            reference: Server::BareXdp.name().into(),
-            ..s(
-                "raw",
-                "raw datapath: 1200-byte UDP datagrams echoed without QUIC (`quixd udp-echo`), \
-                 offered 80k/s; the reference is a bare AF_XDP echo (driver mode, copy mode)",
-                Pattern::RawEcho,
-                80_000.0,
-                1,
-                1,
-                1200,
-                false,
-                "packet",
-            )
+            what: format!(
+                "{RAW}, closed loop ({} datagrams in flight)",
+                raw::IN_FLIGHT
+            ),
+            ..raw.clone()
         },
+        quinn_perf(&download, DOWNLOAD),
+        quinn_perf(&upload, UPLOAD),
+        quinn_perf(&small, SMALL),
+        light(&download, DOWNLOAD, LIGHT_BYTES),
+        light(&upload, UPLOAD, LIGHT_BYTES),
+        light(&small, SMALL, LIGHT_REQUESTS),
+        light(&handshake, HANDSHAKE, LIGHT_HANDSHAKES),
+        light(&raw, RAW, LIGHT_PACKETS),
+        latency(50),
+        latency(90),
     ]
+}
+
+/// "150 MB/s", "12k/s".
+fn fmt_rate(rate: f64, unit: &str) -> String {
+    match unit {
+        "byte" => format!("{:.0} MB/s", rate / 1e6),
+        _ if rate >= 1000.0 => format!("{}k/s", rate / 1e3),
+        _ => format!("{rate}/s"),
+    }
 }
 
 /// A server under test.
@@ -240,7 +281,9 @@ impl Server {
     pub fn serves(self, scenario: &Scenario) -> bool {
         let raw = scenario.pattern == Pattern::RawEcho;
         match self {
-            Server::Quinn | Server::Floor => !raw,
+            Server::Quinn => !raw,
+            // The floor's client runs in its process: only our generator.
+            Server::Floor => !raw && scenario.generator == default_generator(),
             Server::BareXdp => raw,
             _ => true,
         }
@@ -295,19 +338,32 @@ pub struct Record {
     pub report: Option<LoadReport>,
     /// The floor's glue cost (floor only).
     pub glue: Option<floor::Glue>,
-    /// Units served in the window (bytes, requests, handshakes).
+    /// The load offered in this run (0 = closed loop).
+    #[serde(default)]
+    pub offered: f64,
+    /// Units served in the window (bytes, requests, handshakes, datagrams).
     pub units: f64,
-    /// Server CPU seconds charged: CPU 0 busy, wall time minus cpuidle residency (the floor:
-    /// its server thread's CPU time).
+    /// Server CPU seconds charged: the run time of the server's own threads plus its side's
+    /// NAPI kthreads (schedstat, nanoseconds); the floor: its server thread's CPU clock over
+    /// its work sections (it polls between them).
     pub server_cpu_s: f64,
+    /// Where `server_cpu_s` came from.
+    #[serde(default)]
+    pub cpu_source: String,
     /// Units per server CPU-second.
     pub per_cpu_s: f64,
-    /// The server's own CPU seconds: its process plus its side's NAPI kthread (the floor:
-    /// its thread). Less exposed to other jobs on CPU 0 than `server_cpu_s`, but it misses
-    /// interrupt work charged to other tasks.
-    pub own_cpu_s: f64,
-    /// Units per own CPU-second.
-    pub per_own_cpu_s: f64,
+    /// CPU 0's busy seconds over the window (cross-check: includes whatever else ran there
+    /// and interrupt work that landed on the idle task).
+    #[serde(default)]
+    pub core_busy_s: f64,
+    #[serde(default)]
+    pub core_source: String,
+    /// CPU 0's busy seconds by /proc/stat (tick-sampled; printed as a cross-check only).
+    #[serde(default)]
+    pub procstat_busy_s: f64,
+    /// Whether `server_cpu_s` and `core_busy_s` differ by more than 10%.
+    #[serde(default)]
+    pub sources_disagree: bool,
     /// Achieved units per wall second.
     pub achieved_rate: f64,
     /// CPU 1 (the load generator's core) busy share over the window.
@@ -316,9 +372,13 @@ pub struct Record {
     pub client_saturated: bool,
 }
 
+/// Sources differing by more than this share are flagged.
+pub const DISAGREE: f64 = 0.10;
+
 pub fn run(args: BenchArgs) -> Result<()> {
     match args.internal {
         Some(Internal::Client { spec }) => return load::client_main(&spec),
+        Some(Internal::QuinnPerfClient { spec }) => return quinn_perf::client_main(&spec),
         Some(Internal::QuinnServer { config }) => return quinn_server::run(&config),
         Some(Internal::BareXdp(args)) => return bare::run(&args),
         None => {}
@@ -358,6 +418,7 @@ fn reexec_release(root: &Path) -> Result<()> {
 struct Plan {
     runs: usize,
     load_scale: f64,
+    floor_us: (u64, u64),
     window_ms: u64,
     warmup_ms: u64,
     profile: bool,
@@ -425,14 +486,15 @@ fn bench(args: BenchArgs, root: &Path) -> Result<()> {
         }
     }
     let plan = Plan {
-        runs: args.runs.unwrap_or(if args.quick { 1 } else { 5 }),
+        runs: args.runs.unwrap_or(if args.quick { 1 } else { 3 }),
         load_scale: args.load_scale,
+        floor_us: (args.floor_to_server_us, args.floor_to_client_us),
         window_ms: args
             .window_ms
-            .unwrap_or(if args.quick { 2000 } else { 8000 }),
+            .unwrap_or(if args.quick { 2000 } else { 5000 }),
         warmup_ms: args
             .warmup_ms
-            .unwrap_or(if args.quick { 700 } else { 1500 }),
+            .unwrap_or(if args.quick { 700 } else { 1000 }),
         profile: args.profile.unwrap_or(!args.quick),
         scenarios,
         servers,
@@ -466,7 +528,15 @@ fn bench(args: BenchArgs, root: &Path) -> Result<()> {
                     server.name(),
                     r + 1
                 );
-                let record = ctx.measure(scenario, server, r);
+                let rate = match plan.offered(scenario, server, &records) {
+                    Ok(rate) => rate,
+                    Err(why) => {
+                        eprintln!("not run: {why}");
+                        records.push(Record::failed(scenario, server, r, why));
+                        continue;
+                    }
+                };
+                let record = ctx.measure(scenario, server, r, rate);
                 match &record.error {
                     Some(e) if e == "interrupted" => bail!("interrupted"),
                     Some(e) => eprintln!("FAILED: {}", e.lines().next().unwrap_or("")),
@@ -476,7 +546,7 @@ fn bench(args: BenchArgs, root: &Path) -> Result<()> {
             }
         }
     }
-    let profiles = if plan.profile && plan.servers.contains(&Server::XdpDriver) {
+    let profiles = if plan.profile {
         profile::profile_all(&ctx).unwrap_or_else(|e| {
             eprintln!("bench: profiling failed: {e:#}");
             Vec::new()
@@ -499,6 +569,7 @@ fn bench(args: BenchArgs, root: &Path) -> Result<()> {
             window_ms: plan.window_ms,
             warmup_ms: plan.warmup_ms,
             elapsed_s: started.elapsed().as_secs_f64(),
+            floor_us: plan.floor_us,
         },
     );
     results.write(&out)?;
@@ -511,8 +582,73 @@ fn bench(args: BenchArgs, root: &Path) -> Result<()> {
     results.check_complete()
 }
 
+impl Plan {
+    /// The load offered to `server` in `scenario`: closed loop at saturation, the fixed rate
+    /// (scaled) when light, a fraction of the server's own saturation median for latency.
+    fn offered(
+        &self,
+        scenario: &Scenario,
+        server: Server,
+        records: &[Record],
+    ) -> std::result::Result<f64, String> {
+        match scenario.level {
+            Level::Saturation => Ok(0.0),
+            Level::Light => Ok(scenario.rate * self.load_scale),
+            Level::Latency => {
+                let (of, fraction) = scenario
+                    .fraction_of
+                    .clone()
+                    .ok_or("a latency scenario without its saturation scenario")?;
+                let mut rates: Vec<f64> = records
+                    .iter()
+                    .filter(|r| r.scenario == of && r.server == server.name())
+                    .filter(|r| r.error.is_none() && r.achieved_rate > 0.0)
+                    .map(|r| r.achieved_rate)
+                    .collect();
+                if rates.is_empty() {
+                    return Err(format!("no saturation rate of {} in `{of}`", server.name()));
+                }
+                rates.sort_by(f64::total_cmp);
+                Ok(rates[rates.len() / 2] * fraction)
+            }
+        }
+    }
+}
+
+impl Record {
+    fn failed(scenario: &Scenario, server: Server, run: usize, why: String) -> Record {
+        Record {
+            error: Some(why),
+            ..Record::new(scenario, server, run)
+        }
+    }
+
+    fn new(scenario: &Scenario, server: Server, run: usize) -> Record {
+        Record {
+            scenario: scenario.name.clone(),
+            server: server.name().into(),
+            run,
+            error: None,
+            report: None,
+            glue: None,
+            offered: 0.0,
+            units: 0.0,
+            server_cpu_s: 0.0,
+            cpu_source: String::new(),
+            per_cpu_s: 0.0,
+            core_busy_s: 0.0,
+            core_source: String::new(),
+            procstat_busy_s: 0.0,
+            sources_disagree: false,
+            achieved_rate: 0.0,
+            client_busy: 0.0,
+            client_saturated: false,
+        }
+    }
+}
+
 /// Runs beside a load (given its spec and the server's pid), e.g. the profiler.
-type During<'a> = dyn Fn(&LoadSpec, u32) -> Result<()> + 'a;
+type During<'a> = dyn Fn(&LoadSpec, u32) -> Result<()> + Sync + 'a;
 
 struct Ctx<'a> {
     net: &'a net::Net,
@@ -523,24 +659,10 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    fn measure(&self, scenario: &Scenario, server: Server, run: usize) -> Record {
-        let result = self.run_once(scenario, server, run, None);
-        let mut record = Record {
-            scenario: scenario.name.clone(),
-            server: server.name().into(),
-            run,
-            error: None,
-            report: None,
-            glue: None,
-            units: 0.0,
-            server_cpu_s: 0.0,
-            per_cpu_s: 0.0,
-            own_cpu_s: 0.0,
-            per_own_cpu_s: 0.0,
-            achieved_rate: 0.0,
-            client_busy: 0.0,
-            client_saturated: false,
-        };
+    fn measure(&self, scenario: &Scenario, server: Server, run: usize, rate: f64) -> Record {
+        let result = self.run_once(scenario, server, run, rate, None);
+        let mut record = Record::new(scenario, server, run);
+        record.offered = rate;
         match result {
             Err(e) => record.error = Some(format!("{e:#}")),
             Ok((rep, glue)) => {
@@ -550,19 +672,34 @@ impl Ctx<'_> {
                     "packet" => rep.packets as f64,
                     _ => rep.requests as f64,
                 };
-                let cpu = match server {
-                    Server::Floor => rep.server_thread_cpu_s.unwrap_or(0.0),
-                    _ => rep.server_cpu.busy_precise(),
+                let (cpu, source) = match server {
+                    // The floor's thread polls; it is charged its work sections only.
+                    Server::Floor => (
+                        glue.as_ref().map_or(0.0, |g| g.work_s),
+                        "the floor thread's CPU clock over its work sections (ns)",
+                    ),
+                    _ => match rep.server_tasks_cpu_s {
+                        Some(t) => (
+                            t + rep.server_napi_cpu_s,
+                            "schedstat of the server's threads + its NAPI kthreads (ns)",
+                        ),
+                        None => (
+                            rep.server_process_cpu_s.unwrap_or(0.0) + rep.server_napi_cpu_s,
+                            "/proc/PID/stat (tick-sampled): schedstat missing",
+                        ),
+                    },
                 };
+                let (core, core_source) = rep.server_cpu.busy_measured();
                 record.units = units;
                 record.server_cpu_s = cpu;
+                record.cpu_source = source.into();
                 record.per_cpu_s = if cpu > 0.0 { units / cpu } else { 0.0 };
-                let own = match server {
-                    Server::Floor => cpu,
-                    _ => rep.server_process_cpu_s.unwrap_or(0.0) + rep.server_napi_cpu_s,
-                };
-                record.own_cpu_s = own;
-                record.per_own_cpu_s = if own > 0.0 { units / own } else { 0.0 };
+                record.core_busy_s = core;
+                record.core_source = core_source.into();
+                record.procstat_busy_s = rep.server_cpu.busy;
+                // The floor polls on CPU 0 by design: its core is always busy.
+                record.sources_disagree =
+                    server != Server::Floor && (cpu - core).abs() > DISAGREE * cpu.max(core);
                 record.achieved_rate = units / rep.window_s.max(1e-9);
                 record.client_busy = rep.client_cpu.busy_share();
                 // The floor's client polls: its core is always busy by design.
@@ -581,7 +718,7 @@ impl Ctx<'_> {
         record
     }
 
-    fn spec(&self, scenario: &Scenario, config: &Path) -> LoadSpec {
+    fn spec(&self, scenario: &Scenario, config: &Path, rate: f64) -> LoadSpec {
         LoadSpec {
             pattern: scenario.pattern,
             server: (self.net.server_v4, 4433).into(),
@@ -590,13 +727,15 @@ impl Ctx<'_> {
             config: config.to_path_buf(),
             warmup_ms: self.plan.warmup_ms,
             window_ms: self.plan.window_ms,
-            rate: scenario.rate * self.plan.load_scale,
+            rate,
             connections: scenario.connections,
             streams: scenario.streams,
             response_size: scenario.response_size,
             upload_size: scenario.upload_size,
             server_pid: None,
             server_napi_pids: Vec::new(),
+            floor_to_server_us: self.plan.floor_us.0,
+            floor_to_client_us: self.plan.floor_us.1,
         }
     }
 
@@ -696,13 +835,27 @@ impl Ctx<'_> {
         scenario: &Scenario,
         server: Server,
         run: usize,
+        rate: f64,
         during: Option<&During<'_>>,
     ) -> Result<(LoadReport, Option<floor::Glue>)> {
         let config = self.config(server, scenario)?;
-        let mut spec = self.spec(scenario, &config);
+        let mut spec = self.spec(scenario, &config, rate);
         if server == Server::Floor {
-            let (rep, glue) = floor::run(&spec)?;
-            return Ok((rep, Some(glue)));
+            if scenario.generator != default_generator() {
+                bail!("the floor runs only with quixd's load generator");
+            }
+            return std::thread::scope(|scope| {
+                let during = during.map(|f| {
+                    let spec = spec.clone();
+                    scope.spawn(move || f(&spec, 0))
+                });
+                let (rep, glue) = floor::run(&spec)?;
+                if let Some(d) = during {
+                    d.join()
+                        .map_err(|_| anyhow::anyhow!("profiler thread panicked"))??;
+                }
+                Ok((rep, Some(glue)))
+            });
         }
         let tag = format!("{}-{}-{run}", scenario.name, server.name());
         let raw = scenario.pattern == Pattern::RawEcho;
@@ -716,7 +869,7 @@ impl Ctx<'_> {
             .map(|t| t.1)
             .collect();
         let mut cmd = net::Net::command(&self.net.client_ns, &self.xtask.to_string_lossy());
-        cmd.args(["bench", "client", &serde_json::to_string(&spec)?]);
+        cmd.args(["bench", &scenario.generator, &serde_json::to_string(&spec)?]);
         let client_log = self.work.join(format!("logs/{tag}-client.log"));
         let mut client = sys::Proc::spawn("client", cmd, &client_log, Some(net::CLIENT_CPU))?;
         if let Some(f) = during {

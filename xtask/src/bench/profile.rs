@@ -1,7 +1,9 @@
-//! "Where the time goes": `perf record -e cpu-clock` on CPU 0 while the XDP (driver mode)
-//! server serves each scenario, in runs of their own (the profiler's cost stays out of the
-//! measured runs), split by symbol into kernel, quinn-proto, crypto, copies/allocation, our
-//! driver and datapath, and the rest.
+//! "Where the time goes": `perf record -e cpu-clock` on CPU 0 while each server serves each
+//! saturation scenario, in runs of their own (the profiler's cost stays out of the measured
+//! runs), split by symbol into kernel, quinn-proto, crypto, the application, copies and
+//! allocation, the datapath's userspace, and the rest. The *datapath share* is what is left
+//! of the server's samples outside quinn-proto, crypto and the application: the part a
+//! datapath can change.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -12,18 +14,23 @@ use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
 use super::load::LoadSpec;
-use super::{net, sys, Ctx, Server};
+use super::{net, sys, Ctx, Level, Server};
 
-pub const CATEGORIES: [&str; 8] = [
+pub const CATEGORIES: [&str; 9] = [
     "kernel",
     "quinn-proto",
     "crypto (ring, rustls)",
+    "app",
     "copies/alloc",
-    "quixd driver+datapath",
+    "datapath (userspace)",
     "other userspace",
     "other processes",
     "idle",
 ];
+
+/// The categories that are QUIC's and the application's own work, the same under any
+/// datapath; everything else the server spends is the datapath share.
+const QUIC_AND_APP: [&str; 3] = ["quinn-proto", "crypto (ring, rustls)", "app"];
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Profile {
@@ -39,45 +46,81 @@ pub struct Profile {
     pub top: Vec<(f64, String, String)>,
 }
 
+impl Profile {
+    /// Percent of the server's samples outside quinn-proto, crypto and the application.
+    pub fn datapath_share(&self) -> f64 {
+        let quic: f64 = self
+            .shares
+            .iter()
+            .filter(|(c, _)| QUIC_AND_APP.contains(&c.as_str()))
+            .map(|(_, v)| v)
+            .sum();
+        (100.0 - quic).max(0.0)
+    }
+
+    pub fn share(&self, category: &str) -> f64 {
+        self.shares
+            .iter()
+            .find(|(c, _)| c == category)
+            .map_or(0.0, |(_, v)| *v)
+    }
+}
+
 pub fn profile_all(ctx: &Ctx) -> Result<Vec<Profile>> {
     super::ensure_tool("perf", "linux-perf")?;
     let mut out = Vec::new();
-    for scenario in &ctx.plan.scenarios {
-        sys::check_stop()?;
-        eprint!("bench: profiling xdp-driver / {}: ", scenario.name);
-        let data = ctx.work.join(format!("logs/perf-{}.data", scenario.name));
-        let record = |spec: &LoadSpec, _pid: u32| -> Result<()> {
-            sys::sleep(Duration::from_millis(spec.warmup_ms))?;
-            let window = format!("{:.3}", spec.window_ms as f64 / 1000.0);
-            let mut cmd = Command::new("perf");
-            cmd.args(["record", "-q", "-e", "cpu-clock", "-C"])
-                .arg(net::SERVER_CPU.to_string())
-                .arg("-o")
-                .arg(&data)
-                .args(["--", "sleep", &window]);
-            let log = data.with_extension("log");
-            let mut p = sys::Proc::spawn("perf record", cmd, &log, Some(net::CLIENT_CPU))?;
-            let status = p.wait_exit(Duration::from_millis(spec.window_ms + 20_000))?;
-            if !status.success() {
-                anyhow::bail!("perf record failed: {}", sys::tail(&p.log_text(), 5));
+    let scenarios = ctx
+        .plan
+        .scenarios
+        .iter()
+        .filter(|s| s.level == Level::Saturation && s.generator == "client");
+    for scenario in scenarios {
+        for &server in ctx.plan.servers.iter().filter(|s| s.serves(scenario)) {
+            sys::check_stop()?;
+            eprint!("bench: profiling {} / {}: ", server.name(), scenario.name);
+            let data = ctx.work.join(format!(
+                "logs/perf-{}-{}.data",
+                scenario.name,
+                server.name()
+            ));
+            let record = |spec: &LoadSpec, _pid: u32| -> Result<()> {
+                sys::sleep(Duration::from_millis(spec.warmup_ms))?;
+                let window = format!("{:.3}", spec.window_ms as f64 / 1000.0);
+                let mut cmd = Command::new("perf");
+                cmd.args(["record", "-q", "-e", "cpu-clock", "-C"])
+                    .arg(net::SERVER_CPU.to_string())
+                    .arg("-o")
+                    .arg(&data)
+                    .args(["--", "sleep", &window]);
+                let log = data.with_extension("log");
+                let mut p = sys::Proc::spawn("perf record", cmd, &log, Some(net::CLIENT_CPU))?;
+                let status = p.wait_exit(Duration::from_millis(spec.window_ms + 20_000))?;
+                if !status.success() {
+                    anyhow::bail!("perf record failed: {}", sys::tail(&p.log_text(), 5));
+                }
+                Ok(())
+            };
+            match ctx
+                .run_once(scenario, server, 0, 0.0, Some(&record))
+                .and_then(|_| analyse(&data, &scenario.name, server))
+            {
+                Ok(p) => {
+                    eprintln!(
+                        "{} samples, datapath share {:.0}%",
+                        p.samples,
+                        p.datapath_share()
+                    );
+                    out.push(p);
+                }
+                Err(e) => eprintln!("failed: {e:#}"),
             }
-            Ok(())
-        };
-        match ctx
-            .run_once(scenario, Server::XdpDriver, 0, Some(&record))
-            .and_then(|_| analyse(&data, &scenario.name))
-        {
-            Ok(p) => {
-                eprintln!("{} samples", p.samples);
-                out.push(p);
-            }
-            Err(e) => eprintln!("failed: {e:#}"),
+            let _ = std::fs::remove_file(&data);
         }
     }
     Ok(out)
 }
 
-fn analyse(data: &Path, scenario: &str) -> Result<Profile> {
+fn analyse(data: &Path, scenario: &str, server: Server) -> Result<Profile> {
     let out = Command::new("perf")
         .args([
             "report",
@@ -112,7 +155,7 @@ fn analyse(data: &Path, scenario: &str) -> Result<Profile> {
             Some((&"[.]", s)) => (false, s.join(" ")),
             _ => (dso.contains("kernel"), rest.join(" ")),
         };
-        let cat = categorize(&comm, &dso, kernel, &sym);
+        let cat = categorize(server, &comm, &dso, kernel, &sym);
         totals[cat] += samples;
         rows.push((samples, comm, sym));
     }
@@ -132,7 +175,7 @@ fn analyse(data: &Path, scenario: &str) -> Result<Profile> {
     let n = CATEGORIES.len();
     Ok(Profile {
         scenario: scenario.into(),
-        server: Server::XdpDriver.name().into(),
+        server: server.name().into(),
         samples: all,
         server_samples: server_total,
         shares: CATEGORIES
@@ -147,8 +190,8 @@ fn analyse(data: &Path, scenario: &str) -> Result<Profile> {
         top: rows
             .into_iter()
             .filter(|(_, comm, sym)| {
-                categorize(comm, "", false, sym) != n - 1
-                    && categorize(comm, "", false, sym) != n - 2
+                let c = categorize(server, comm, "", false, sym);
+                c != n - 1 && c != n - 2
             })
             .take(12)
             .map(|(v, comm, sym)| (server_pct(v), comm, sym))
@@ -156,7 +199,7 @@ fn analyse(data: &Path, scenario: &str) -> Result<Profile> {
     })
 }
 
-fn categorize(comm: &str, dso: &str, kernel: bool, sym: &str) -> usize {
+fn categorize(server: Server, comm: &str, dso: &str, kernel: bool, sym: &str) -> usize {
     let idx = |name: &str| CATEGORIES.iter().position(|c| *c == name).unwrap();
     let idle_sym = [
         "idle",
@@ -169,10 +212,20 @@ fn categorize(comm: &str, dso: &str, kernel: bool, sym: &str) -> usize {
     if comm.starts_with("swapper") && idle_sym.iter().any(|s| sym.contains(s)) {
         return idx("idle");
     }
-    let ours = comm.starts_with("quixd")
-        || comm.starts_with("napi/")
-        || comm.starts_with("swapper")
-        || comm.starts_with("ksoftirqd");
+    // Everything on CPU 0 but the idle loop is the server's: the load generator, the bench
+    // and perf itself run on CPU 1. The stock quinn server, the floor and the bare echo are
+    // threads of the xtask binary (tokio's workers are "tokio-runtime-w").
+    let ours = [
+        "quixd",
+        "xtask",
+        "floor-server",
+        "tokio-runtime",
+        "napi/",
+        "swapper",
+        "ksoftirqd",
+    ]
+    .iter()
+    .any(|p| comm.starts_with(p));
     if !ours {
         return idx("other processes");
     }
@@ -199,14 +252,36 @@ fn categorize(comm: &str, dso: &str, kernel: bool, sym: &str) -> usize {
         "bn_mul",
         "rustls",
     ];
+    // The perf protocol's server side in each server.
+    let app = match server {
+        Server::Quinn => ["bench::quinn_server"].as_slice(),
+        Server::Floor => ["floor::read_stream", "floor::write_stream"].as_slice(),
+        Server::BareXdp => [].as_slice(),
+        _ => ["quixd::app::"].as_slice(),
+    };
+    // The datapath's userspace: quixd's driver loop and backends, stock quinn's endpoint
+    // driver, tokio and quinn-udp, the floor's channels, the bare echo.
+    let datapath = [
+        "quixd::",
+        "quinn::",
+        "quinn_udp",
+        "tokio::",
+        "mio::",
+        "std::sync::mpmc",
+        "bench::floor",
+        "bench::bare",
+        "xdp::",
+    ];
     if crypto.iter().any(|s| sym.contains(s)) {
         idx("crypto (ring, rustls)")
+    } else if app.iter().any(|s| sym.contains(s)) {
+        idx("app")
     } else if copy.iter().any(|s| sym.contains(s)) {
         idx("copies/alloc")
     } else if sym.contains("quinn_proto") {
         idx("quinn-proto")
-    } else if sym.contains("quixd") || dso.contains("quixd") && sym.contains("xdp") {
-        idx("quixd driver+datapath")
+    } else if datapath.iter().any(|s| sym.contains(s)) || dso.contains("quixd") {
+        idx("datapath (userspace)")
     } else {
         idx("other userspace")
     }
@@ -224,36 +299,64 @@ pub fn markdown(profiles: &[Profile]) -> String {
     }
     let _ = writeln!(
         s,
-        "## Where the time goes (XDP driver mode)\n\n`perf record -e cpu-clock -C 0` over the \
-         window of an extra run per scenario (not one of the measured runs), split by the symbol \
-         each sample landed in (self time, no call graphs). The first six columns are shares of \
-         the server's own samples (quixd's threads, its veth NAPI kthread, interrupts); `other \
-         processes` (whatever else ran on CPU 0: noise) and `idle` are shares of all CPU 0 \
-         samples. `kernel` includes the NAPI kthread (XDP, the AF_XDP copy, the TX path). \
-         Rust symbols are matched by crate name; inlined code counts where it was inlined.\n"
+        "## Where the time goes, at saturation\n\n`perf record -e cpu-clock -C 0` over the \
+         window of an extra closed-loop run per server and scenario (not one of the measured \
+         runs), split by the symbol each sample landed in (self time, no call graphs). Shares \
+         are of the server's own samples (its threads, its veth NAPI kthread, interrupts; idle \
+         and other processes left out). **Datapath share** = everything outside quinn-proto, \
+         crypto and the application (the perf protocol's server side): kernel networking, \
+         wake-ups and scheduling, the datapath's userspace (quixd's driver loop and backend; \
+         stock quinn's endpoint driver, tokio and quinn-udp; the floor's channels), copies and \
+         allocation (which include quinn-proto's own: without call graphs they cannot be told \
+         apart). It is the part a datapath can change. Rust symbols are matched by crate \
+         name; inlined code counts where it was inlined.\n"
     );
-    let _ = write!(s, "| scenario | server samples |");
-    for c in CATEGORIES {
-        let _ = write!(s, " {c} |");
-    }
-    let _ = write!(s, "\n|---|---|");
-    for _ in CATEGORIES {
-        s += "---|";
-    }
-    s += "\n";
+    let mut scenarios: Vec<&str> = Vec::new();
     for p in profiles {
-        let _ = write!(s, "| {} | {} |", p.scenario, p.server_samples);
-        for (_, v) in &p.shares {
-            let _ = write!(s, " {v:.1}% |");
+        if !scenarios.contains(&p.scenario.as_str()) {
+            scenarios.push(&p.scenario);
+        }
+    }
+    let cols = [
+        "kernel",
+        "datapath (userspace)",
+        "copies/alloc",
+        "other userspace",
+        "quinn-proto",
+        "crypto (ring, rustls)",
+        "app",
+    ];
+    for sc in &scenarios {
+        let _ = write!(s, "### {sc}\n\n| server | **datapath share** |");
+        for c in cols {
+            let _ = write!(s, " {c} |");
+        }
+        let _ = write!(s, " server samples | idle + other |\n|---|---|");
+        for _ in cols {
+            s += "---|";
+        }
+        s += "---|---|\n";
+        for p in profiles.iter().filter(|p| p.scenario == *sc) {
+            let _ = write!(s, "| {} | **{:.0}%** |", p.server, p.datapath_share());
+            for c in cols {
+                let _ = write!(s, " {:.1}% |", p.share(c));
+            }
+            let _ = writeln!(
+                s,
+                " {} | {:.0}% |",
+                p.server_samples,
+                p.share("idle") + p.share("other processes")
+            );
         }
         s += "\n";
     }
-    s += "\nTop symbols per scenario:\n\n";
+    s += "Top symbols (share of the server's samples):\n\n";
     for p in profiles {
         let _ = writeln!(
             s,
-            "- `{}`: {}",
+            "- `{}` / `{}`: {}",
             p.scenario,
+            p.server,
             p.top
                 .iter()
                 .take(6)

@@ -2,7 +2,8 @@
 //! udp-echo` on each backend, or the bare AF_XDP echo in `bare.rs`).
 //!
 //! Open loop: datagram i is due at start + i/rate; they leave in batches (sendmmsg) on one
-//! connected socket and the echoes are read in batches (recvmmsg). Each datagram carries its
+//! connected socket and the echoes are read in batches (recvmmsg). Closed loop (rate 0): up to
+//! `IN_FLIGHT` datagrams are outstanding at any time; one is sent per echo received. Each datagram carries its
 //! sequence number and send time, so an echo gives a round-trip latency. The unit is a datagram
 //! echoed back inside the window. Bounded by the window; stops by itself.
 
@@ -10,7 +11,7 @@ use std::net::UdpSocket;
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 
 use super::load::{self, LoadReport, LoadSpec, Meter, MAX_LATENCIES};
 
@@ -18,13 +19,15 @@ use super::load::{self, LoadReport, LoadSpec, Meter, MAX_LATENCIES};
 const BATCH: usize = 64;
 /// How long echoes are awaited after the window (not counted; lets the server drain).
 const DRAIN: Duration = Duration::from_millis(200);
+/// Closed loop: datagrams outstanding at once.
+pub const IN_FLIGHT: u64 = 256;
+/// Closed loop: with no echo for this long, the outstanding datagrams are taken as lost.
+const LOST_AFTER: Duration = Duration::from_millis(20);
 
 /// Runs the raw load in the calling process and reports it.
 pub fn client(spec: &LoadSpec, meter: &Meter) -> Result<LoadReport> {
     let size = spec.response_size.clamp(16, 1472) as usize;
-    if spec.rate <= 0.0 {
-        bail!("the raw scenario needs a rate (datagrams/s)");
-    }
+    let closed = spec.rate <= 0.0;
     let socket = UdpSocket::bind(spec.bind).with_context(|| format!("binding {}", spec.bind))?;
     load::force_buffers(&socket);
     socket.connect(spec.server)?;
@@ -37,6 +40,10 @@ pub fn client(spec: &LoadSpec, meter: &Meter) -> Result<LoadReport> {
     let mut sample_a = None;
     let mut sample_b = None;
     let mut seq = 0u64;
+    // Closed loop: echoes received (any time), and datagrams given up as lost.
+    let mut echoed = 0u64;
+    let mut lost = 0u64;
+    let mut last_echo = Instant::now();
     let mut report = LoadReport::default();
     let mut latencies: Vec<u32> = Vec::new();
     let mut first_error: Option<String> = None;
@@ -56,7 +63,15 @@ pub fn client(spec: &LoadSpec, meter: &Meter) -> Result<LoadReport> {
         let in_window = now >= window_start && now < window_end;
         // Send what is due (never after the window).
         if now < window_end {
-            let due = ((now - start).as_secs_f64() * spec.rate) as u64;
+            if closed && seq > echoed + lost && now - last_echo > LOST_AFTER {
+                lost = seq - echoed;
+                last_echo = now;
+            }
+            let due = if closed {
+                echoed + lost + IN_FLIGHT
+            } else {
+                ((now - start).as_secs_f64() * spec.rate) as u64
+            };
             while seq < due {
                 let n = ((due - seq) as usize).min(BATCH);
                 let stamp = (Instant::now() - start).as_nanos() as u64;
@@ -100,6 +115,10 @@ pub fn client(spec: &LoadSpec, meter: &Meter) -> Result<LoadReport> {
             let now = Instant::now();
             let counted = now >= window_start && now < window_end;
             let now_ns = (now - start).as_nanos() as u64;
+            if got > 0 {
+                echoed += got as u64;
+                last_echo = now;
+            }
             for i in 0..got {
                 let Some((_, stamp)) = io.echo(i, size) else {
                     if counted {
@@ -122,7 +141,11 @@ pub fn client(spec: &LoadSpec, meter: &Meter) -> Result<LoadReport> {
             }
         }
         // Sleep until the next datagram is due or an echo arrives.
-        let next_due = start + Duration::from_secs_f64((seq + 1) as f64 / spec.rate);
+        let next_due = if closed {
+            now + LOST_AFTER
+        } else {
+            start + Duration::from_secs_f64((seq + 1) as f64 / spec.rate)
+        };
         let wake = next_due.min(window_end + DRAIN);
         let now = Instant::now();
         if wake > now {
@@ -144,6 +167,7 @@ pub fn client(spec: &LoadSpec, meter: &Meter) -> Result<LoadReport> {
         p99_us: load::percentile(&latencies, 0.99),
         p999_us: load::percentile(&latencies, 0.999),
         first_error,
+        generator: "quixd's raw load generator (xtask bench client, raw.rs)".into(),
         ..LoadReport::with_cpu(&a, &b, b_t - a_t)
     })
 }

@@ -1,5 +1,6 @@
-//! Operating-system helpers for the bench: process guards, CPU pinning, CPU time from
-//! /proc/stat and per-thread clocks, and the stop flag set by SIGINT/SIGTERM.
+//! Operating-system helpers for the bench: process guards, CPU pinning, CPU time (per task in
+//! nanoseconds from schedstat, per CPU from cpuidle or /proc/schedstat, /proc/stat as a
+//! cross-check) and the stop flag set by SIGINT/SIGTERM.
 
 use std::fs::File;
 use std::os::unix::process::CommandExt;
@@ -82,6 +83,12 @@ pub fn pin_command(cmd: &mut Command, cpu: usize) {
     }
 }
 
+/// Makes the calling thread's timed sleeps wake on time (timer slack 1 us instead of 50 us).
+pub fn precise_timers() {
+    // SAFETY: PR_SET_TIMERSLACK takes a value and touches only the calling thread.
+    unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1000 as libc::c_ulong, 0, 0, 0) };
+}
+
 /// Clock ticks per second of /proc/stat and /proc/PID/stat.
 pub fn clock_ticks() -> f64 {
     // SAFETY: sysconf has no preconditions.
@@ -93,12 +100,13 @@ pub fn clock_ticks() -> f64 {
     }
 }
 
-/// One CPU's counters from /proc/stat, in seconds.
+/// One CPU's counters, in seconds: /proc/stat (tick-sampled), cpuidle residency and
+/// /proc/schedstat run time (both precise), where the kernel has them.
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
 pub struct CpuSample {
-    /// user + nice + system + irq + softirq.
+    /// /proc/stat: user + nice + system + irq + softirq.
     pub busy: f64,
-    /// busy + idle + iowait + steal.
+    /// /proc/stat: busy + idle + iowait + steal.
     pub total: f64,
     pub softirq: f64,
     pub system: f64,
@@ -109,10 +117,20 @@ pub struct CpuSample {
     pub cpuidle: f64,
     #[serde(default)]
     pub cpuidle_ok: bool,
+    /// Run time of tasks on this CPU from /proc/schedstat, seconds.
+    #[serde(default)]
+    pub schedstat: f64,
+    #[serde(default)]
+    pub schedstat_ok: bool,
     /// CLOCK_MONOTONIC at the sample, seconds.
     #[serde(default)]
     pub wall: f64,
 }
+
+/// Where a CPU's busy time came from.
+pub const CORE_CPUIDLE: &str = "cpuidle";
+pub const CORE_SCHEDSTAT: &str = "/proc/schedstat";
+pub const CORE_PROC_STAT: &str = "/proc/stat (tick-sampled)";
 
 impl CpuSample {
     pub fn delta(&self, earlier: &CpuSample) -> CpuSample {
@@ -124,26 +142,35 @@ impl CpuSample {
             user: self.user - earlier.user,
             cpuidle: self.cpuidle - earlier.cpuidle,
             cpuidle_ok: self.cpuidle_ok && earlier.cpuidle_ok,
+            schedstat: self.schedstat - earlier.schedstat,
+            schedstat_ok: self.schedstat_ok && earlier.schedstat_ok,
             wall: self.wall - earlier.wall,
         }
     }
 
-    /// Busy seconds (of a delta): wall time minus cpuidle residency when cpuidle is there
-    /// (precise), else /proc/stat's tick-sampled busy time.
-    pub fn busy_precise(&self) -> f64 {
+    /// Busy seconds of a delta and their source: wall time minus cpuidle residency where
+    /// cpuidle exists, else /proc/schedstat's run time, else (printed as such) /proc/stat's
+    /// tick-sampled busy time.
+    pub fn busy_measured(&self) -> (f64, &'static str) {
         if self.cpuidle_ok && self.wall > 0.0 {
-            (self.wall - self.cpuidle).clamp(0.0, self.wall)
+            (
+                (self.wall - self.cpuidle).clamp(0.0, self.wall),
+                CORE_CPUIDLE,
+            )
+        } else if self.schedstat_ok && self.wall > 0.0 {
+            (self.schedstat.clamp(0.0, self.wall), CORE_SCHEDSTAT)
         } else {
-            self.busy
+            (self.busy, CORE_PROC_STAT)
         }
     }
 
     /// Busy share of a delta, 0..1.
     pub fn busy_share(&self) -> f64 {
-        if self.cpuidle_ok && self.wall > 0.0 {
-            self.busy_precise() / self.wall
+        let (busy, source) = self.busy_measured();
+        if source == CORE_PROC_STAT {
+            busy / self.total.max(1e-9)
         } else {
-            self.busy / self.total.max(1e-9)
+            busy / self.wall.max(1e-9)
         }
     }
 }
@@ -181,7 +208,14 @@ pub fn cpu_sample(cpu: usize) -> Result<CpuSample> {
     let hz = clock_ticks();
     // user nice system idle iowait irq softirq steal guest guest_nice
     let busy = get(0) + get(1) + get(2) + get(5) + get(6);
-    let idle = cpuidle_seconds(cpu);
+    // QUIXD_BENCH_NO_CPUIDLE=1 acts as if cpuidle were missing (some machines of this kind
+    // have none), to exercise the fallback where it exists.
+    let idle = if std::env::var_os("QUIXD_BENCH_NO_CPUIDLE").is_some() {
+        None
+    } else {
+        cpuidle_seconds(cpu)
+    };
+    let sched = cpu_schedstat_ns(cpu);
     Ok(CpuSample {
         busy: busy / hz,
         total: (busy + get(3) + get(4) + get(7)) / hz,
@@ -190,8 +224,42 @@ pub fn cpu_sample(cpu: usize) -> Result<CpuSample> {
         user: (get(0) + get(1)) / hz,
         cpuidle: idle.unwrap_or(0.0),
         cpuidle_ok: idle.is_some(),
+        schedstat: sched.unwrap_or(0) as f64 * 1e-9,
+        schedstat_ok: sched.is_some(),
         wall: clock_seconds(libc::CLOCK_MONOTONIC),
     })
+}
+
+/// Run time of every thread of process `pid`, in nanoseconds: the sum of the first field of
+/// `/proc/PID/task/*/schedstat` (the scheduler's `sum_exec_runtime`, which includes the
+/// interrupt and softirq work that ran while the thread was current: this kernel has no IRQ
+/// time accounting). A thread that exits inside the window is missed; the servers here keep
+/// theirs. `None` when schedstat is not there (no CONFIG_SCHED_INFO) or `pid` is gone.
+pub fn task_runtime_ns(pid: u32) -> Option<u64> {
+    let dir = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    let mut sum = 0u64;
+    let mut any = false;
+    for e in dir.flatten() {
+        let Ok(text) = std::fs::read_to_string(e.path().join("schedstat")) else {
+            continue;
+        };
+        sum += text.split_whitespace().next()?.parse::<u64>().ok()?;
+        any = true;
+    }
+    any.then_some(sum)
+}
+
+/// CPU `cpu`'s run time of tasks in nanoseconds from /proc/schedstat (`rq_cpu_time`, the 7th
+/// number of the `cpuN` line; the kernel adds a task's slice when it is switched out, so a
+/// slice running at the edge of a window lands in the next sample). `None` without
+/// CONFIG_SCHEDSTATS.
+pub fn cpu_schedstat_ns(cpu: usize) -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/schedstat").ok()?;
+    let name = format!("cpu{cpu}");
+    let line = text
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(name.as_str()))?;
+    line.split_whitespace().nth(7)?.parse().ok()
 }
 
 /// User + system CPU seconds of process `pid` (all its threads), from /proc/PID/stat.
@@ -220,6 +288,17 @@ pub fn clock_seconds(clock: libc::clockid_t) -> f64 {
     // SAFETY: ts is a valid out-pointer.
     unsafe { libc::clock_gettime(clock, &mut ts) };
     ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
+}
+
+/// Reads a clock, in nanoseconds.
+pub fn clock_ns(clock: libc::clockid_t) -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: ts is a valid out-pointer.
+    unsafe { libc::clock_gettime(clock, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 /// The CPU-time clock of the calling thread, readable from any thread of the process.
