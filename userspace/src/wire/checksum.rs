@@ -9,6 +9,11 @@
 //! independent (RFC 1071 §2(B)): summing byte-swapped words gives the byte-swapped sum, so one
 //! swap in [`fold`] puts it right.
 //!
+//! Baseline x86-64 has only SSE2; where the CPU has AVX2 (checked once at run time, cached by
+//! std) the same loop is compiled for it, which sums a 1200-byte datagram about 2.7x faster
+//! (82 ns to 31 ns measured on this project's EPYC VMs): the checksum was ~5% of the XDP
+//! server's samples in bulk upload.
+//!
 //! An accumulator (`u64`) holds an unfolded sum of native-endian 16-bit words at arbitrary
 //! 16-bit positions; [`fold`] reduces it to the 16-bit sum.
 
@@ -42,9 +47,27 @@ pub(super) fn sum_in_blocks(bytes: &[u8], initial: u64, block: usize) -> u64 {
         .fold(initial, |acc, block| add(acc, sum_block(block)))
 }
 
-/// The sum of one block (at most [`BLOCK`] bytes).
+/// The sum of one block (at most [`BLOCK`] bytes), with the widest vectors the CPU has.
 #[inline]
 fn sum_block(bytes: &[u8]) -> u64 {
+    #[cfg(target_arch = "x86_64")]
+    if bytes.len() >= 2 * STRIDE && std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports AVX2, checked just above.
+        return unsafe { sum_block_avx2(bytes) };
+    }
+    sum_block_portable(bytes)
+}
+
+/// [`sum_block_portable`] compiled for AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn sum_block_avx2(bytes: &[u8]) -> u64 {
+    sum_block_portable(bytes)
+}
+
+/// The sum of one block, written so that LLVM vectorizes it for whatever target it compiles for.
+#[inline(always)]
+pub(super) fn sum_block_portable(bytes: &[u8]) -> u64 {
     let mut lanes = [0u64; LANES];
     let mut chunks = bytes.chunks_exact(STRIDE);
     for chunk in &mut chunks {
