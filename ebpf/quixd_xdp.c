@@ -110,11 +110,28 @@ static __always_inline int address_filter_enabled(void)
 	return enabled && *enabled;
 }
 
+static __always_inline __u32 max_frame(void)
+{
+	__u32 index = QUIXD_CFG_MAX_FRAME;
+	__u32 *max = bpf_map_lookup_elem(&config, &index);
+
+	return max ? *max : 0;
+}
+
 /* The packet is ours: hand it to the queue's AF_XDP socket if there is one. */
 static __always_inline int steer(struct xdp_md *ctx)
 {
 	__u32 queue = ctx->rx_queue_index;
+	__u32 max = max_frame();
 	long verdict;
+
+	/*
+	 * A frame the socket cannot hold would be dropped by the kernel after the
+	 * redirect; the kernel's own UDP path can take it (and split a GSO
+	 * super-packet, which generic XDP sees whole).
+	 */
+	if (max && ctx->data_end - ctx->data > max)
+		return pass(QUIXD_CNT_OVERSIZE);
 
 	if (!bpf_map_lookup_elem(&xsks, &queue))
 		return pass(QUIXD_CNT_NO_SOCKET);

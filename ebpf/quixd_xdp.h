@@ -30,6 +30,7 @@
  * Every packet increments exactly one of REDIRECTED or PASSED, and every
  * passed packet increments exactly one reason counter:
  *   PASSED == NOT_OURS + MALFORMED + NO_SOCKET + FRAGMENT + IPV6_EXT
+ *             + OVERSIZE
  */
 #ifndef QUIXD_XDP_H
 #define QUIXD_XDP_H
@@ -42,7 +43,10 @@
 
 /* "config" indices (value __u32). */
 #define QUIXD_CFG_ADDR_FILTER 0 /* nonzero: destination must be in "addrs" */
-#define QUIXD_CFG_MAX 1
+#define QUIXD_CFG_MAX_FRAME 1   /* nonzero: the largest frame (bytes from the
+                                 * Ethernet header) an AF_XDP socket takes;
+                                 * longer ones pass to the kernel */
+#define QUIXD_CFG_MAX 2
 
 /* "counters" indices (value __u64 per CPU). */
 #define QUIXD_CNT_REDIRECTED 0 /* XDP_REDIRECT returned into an AF_XDP socket */
@@ -63,7 +67,12 @@
 #define QUIXD_CNT_IPV6_EXT 6   /* IPv6 whose next header is an extension
                                 * header (0, 43, 44, 50, 51, 60, 135, 139,
                                 * 140, 253, 254), any port */
-#define QUIXD_CNT_MAX 7
+#define QUIXD_CNT_OVERSIZE 7   /* ours, but longer than config[MAX_FRAME]:
+                                * in SKB mode a GSO/GRO super-packet (e.g.
+                                * from a veth peer with UDP segmentation);
+                                * the kernel segments it for the socket that
+                                * holds the port */
+#define QUIXD_CNT_MAX 8
 
 /* Key of "addrs". */
 struct quixd_addr {

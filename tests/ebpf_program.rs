@@ -81,7 +81,7 @@ fn assert_run(program: &XdpProgram, frame: &[u8], verdict: XdpAction, expected: 
 fn assert_reasons_add_up(c: &ProgramCounters) {
     assert_eq!(
         c.passed,
-        c.not_ours + c.malformed + c.no_socket + c.fragment + c.ipv6_ext,
+        c.not_ours + c.malformed + c.no_socket + c.fragment + c.ipv6_ext + c.oversize,
         "passed must equal the sum of the reasons: {c:?}"
     );
 }
@@ -109,6 +109,9 @@ fn fragment() -> ProgramCounters {
 }
 fn ipv6_ext() -> ProgramCounters {
     passed(|c| c.ipv6_ext = 1)
+}
+fn oversize() -> ProgramCounters {
+    passed(|c| c.oversize = 1)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -285,6 +288,27 @@ fn ipv4_udp_to_our_port_without_socket_passes_and_counts_no_socket() {
         XdpAction::Pass,
         no_socket(),
     );
+}
+
+/// A frame longer than the configured maximum (what an AF_XDP socket can hold) goes to the
+/// kernel, which can split a GSO super-packet; one that fits still reaches the socket stage.
+#[test]
+fn frames_longer_than_the_socket_takes_pass_as_oversize() {
+    let Some(mut program) = setup() else { return };
+    let frame = udp6_frame(SERVER_V6, OUR_PORT);
+    let len = frame.len() as u32;
+    program.set_max_frame(len).expect("set max frame");
+    assert_run(&program, &frame, XdpAction::Pass, no_socket());
+    program.set_max_frame(len - 1).expect("set max frame");
+    assert_run(&program, &frame, XdpAction::Pass, oversize());
+    assert_run(
+        &program,
+        &udp4_frame(SERVER_V4, OUR_PORT + 1),
+        XdpAction::Pass,
+        not_ours(),
+    );
+    program.set_max_frame(0).expect("lift the limit");
+    assert_run(&program, &frame, XdpAction::Pass, no_socket());
 }
 
 #[test]

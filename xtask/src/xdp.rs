@@ -427,8 +427,15 @@ fn print_program_maps(program_id: u32) {
     match maps.counters() {
         Ok(c) => println!(
             "  counters:  redirected {} passed {} (not_ours {} malformed {} no_socket {} \
-             fragment {} ipv6_ext {})",
-            c.redirected, c.passed, c.not_ours, c.malformed, c.no_socket, c.fragment, c.ipv6_ext
+             fragment {} ipv6_ext {} oversize {})",
+            c.redirected,
+            c.passed,
+            c.not_ours,
+            c.malformed,
+            c.no_socket,
+            c.fragment,
+            c.ipv6_ext,
+            c.oversize
         ),
         Err(error) => println!("  counters:  unreadable: {error}"),
     }

@@ -50,11 +50,13 @@ pub mod maps {
 pub mod config {
     /// Nonzero: only destinations in `addrs` are ours.
     pub const ADDR_FILTER: u32 = 0;
+    /// Nonzero: the largest frame an AF_XDP socket takes; longer ones pass to the kernel.
+    pub const MAX_FRAME: u32 = 1;
 }
 
 /// Indices of the `counters` per-CPU array. Every packet counts once in `REDIRECTED` or
 /// `PASSED`; every passed packet counts once in exactly one of the reasons
-/// `NOT_OURS`, `MALFORMED`, `NO_SOCKET`, `FRAGMENT`, `IPV6_EXT`.
+/// `NOT_OURS`, `MALFORMED`, `NO_SOCKET`, `FRAGMENT`, `IPV6_EXT`, `OVERSIZE`.
 pub mod counter {
     /// Redirected into an AF_XDP socket.
     pub const REDIRECTED: u32 = 0;
@@ -70,6 +72,8 @@ pub mod counter {
     pub const FRAGMENT: u32 = 5;
     /// IPv6 with an extension header after the fixed header (any port).
     pub const IPV6_EXT: u32 = 6;
+    /// Ours, but longer than `config::MAX_FRAME` (a GSO/GRO super-packet in SKB mode).
+    pub const OVERSIZE: u32 = 7;
     /// Number of counters the program defines.
     pub const COUNT: u32 = 7;
 }
@@ -242,6 +246,8 @@ pub struct ProgramCounters {
     pub fragment: u64,
     /// IPv6 with an extension header.
     pub ipv6_ext: u64,
+    /// Ours, but too long for an AF_XDP frame.
+    pub oversize: u64,
 }
 
 impl ProgramCounters {
@@ -255,6 +261,7 @@ impl ProgramCounters {
             no_socket: self.no_socket.wrapping_sub(earlier.no_socket),
             fragment: self.fragment.wrapping_sub(earlier.fragment),
             ipv6_ext: self.ipv6_ext.wrapping_sub(earlier.ipv6_ext),
+            oversize: self.oversize.wrapping_sub(earlier.oversize),
         }
     }
 }
@@ -486,6 +493,17 @@ impl XdpProgram {
             .map_err(|source| map_error(maps::CONFIG, source))
     }
 
+    /// Frames longer than `bytes` (from the Ethernet header) pass to the kernel instead of
+    /// being redirected, where the socket would drop them; 0 lifts the limit.
+    pub fn set_max_frame(&mut self, bytes: u32) -> Result<()> {
+        let map = self.map_mut(maps::CONFIG)?;
+        let mut config: Array<_, u32> =
+            Array::try_from(map).map_err(|source| map_error(maps::CONFIG, source))?;
+        config
+            .set(config::MAX_FRAME, bytes, 0)
+            .map_err(|source| map_error(maps::CONFIG, source))
+    }
+
     /// Whether the destination address filter is on.
     pub fn address_filter(&self) -> Result<bool> {
         read_address_filter(self.map(maps::CONFIG)?)
@@ -704,6 +722,7 @@ fn read_counters(map: &Map) -> Result<ProgramCounters> {
         no_socket: read(counter::NO_SOCKET)?,
         fragment: read(counter::FRAGMENT)?,
         ipv6_ext: read(counter::IPV6_EXT)?,
+        oversize: read(counter::OVERSIZE)?,
     })
 }
 

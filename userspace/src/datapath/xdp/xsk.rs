@@ -64,6 +64,12 @@ impl Ledger {
 /// Kicks per flush while copy-mode TX drains the ring (one kernel batch of 32 each).
 const MAX_KICKS: usize = 64;
 
+/// UMEM frame size (`FrameSize::TwoK`).
+const FRAME_SIZE: u32 = 2048;
+/// The most a received frame can hold: the kernel keeps `XDP_PACKET_HEADROOM` (256 bytes)
+/// in front of each one (the UMEM itself asks for no headroom).
+pub const RX_FRAME_ROOM: u32 = FRAME_SIZE - 256;
+
 /// Sizes of one socket's UMEM and rings. Ring sizes are powers of two.
 #[derive(Debug, Clone, Copy)]
 pub struct XskSizes {
