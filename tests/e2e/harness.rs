@@ -46,8 +46,12 @@ pub enum Backend {
     SocketNetns,
     /// AF_XDP, XDP program attached in SKB (generic) mode on the server's veth.
     XdpSkb,
-    /// AF_XDP, XDP program attached in driver (native) mode on the server's veth.
+    /// AF_XDP, XDP program attached in driver (native) mode on the server's veth. Like every
+    /// netns target, the client's veth keeps TX checksum offload on, as a container's does.
     XdpDriver,
+    /// [`Backend::XdpDriver`] with the client's TX checksum offload off: complete UDP
+    /// checksums, as from a wire.
+    XdpDriverWire,
     /// Receive through AF_XDP (driver mode), transmit through the kernel socket with GSO
     /// (`xdp.transmit = "kernel"`, what `auto` picks in copy mode).
     XdpKernelTx,
@@ -65,6 +69,7 @@ impl Backend {
             Backend::SocketNetns => "socket_netns",
             Backend::XdpSkb => "xdp_skb",
             Backend::XdpDriver => "xdp_driver",
+            Backend::XdpDriverWire => "xdp_driver_wire",
             Backend::XdpKernelTx => "xdp_kernel_tx",
             Backend::IoUring => "io_uring",
             Backend::IoUringNetns => "io_uring_netns",
@@ -75,7 +80,10 @@ impl Backend {
     pub fn config_backend(self) -> &'static str {
         match self {
             Backend::Socket | Backend::SocketNetns => "socket",
-            Backend::XdpSkb | Backend::XdpDriver | Backend::XdpKernelTx => "xdp",
+            Backend::XdpSkb
+            | Backend::XdpDriver
+            | Backend::XdpDriverWire
+            | Backend::XdpKernelTx => "xdp",
             Backend::IoUring | Backend::IoUringNetns => "io_uring",
         }
     }
@@ -86,7 +94,7 @@ impl Backend {
             Backend::Socket | Backend::SocketNetns => None,
             Backend::IoUring | Backend::IoUringNetns => None,
             Backend::XdpSkb => Some("skb"),
-            Backend::XdpDriver | Backend::XdpKernelTx => Some("driver"),
+            Backend::XdpDriver | Backend::XdpDriverWire | Backend::XdpKernelTx => Some("driver"),
         }
     }
 
@@ -94,7 +102,7 @@ impl Backend {
     /// `auto` picks the kernel path on veth (copy mode).
     pub fn xdp_transmit(self) -> Option<&'static str> {
         match self {
-            Backend::XdpSkb | Backend::XdpDriver => Some("af_xdp"),
+            Backend::XdpSkb | Backend::XdpDriver | Backend::XdpDriverWire => Some("af_xdp"),
             Backend::XdpKernelTx => Some("kernel"),
             _ => None,
         }
@@ -189,6 +197,7 @@ macro_rules! e2e_tests {
                 socket_netns = SocketNetns,
                 xdp_skb = XdpSkb,
                 xdp_driver = XdpDriver,
+                xdp_driver_wire = XdpDriverWire,
                 xdp_kernel_tx = XdpKernelTx,
                 io_uring = IoUring,
                 io_uring_netns = IoUringNetns,
@@ -438,7 +447,10 @@ impl Fixture {
         let key_path = dir.path().join("key.pem");
         std::fs::write(&cert_path, &cert.cert_pem).unwrap();
         std::fs::write(&key_path, &cert.key_pem).unwrap();
-        let net = target.uses_netns().then(TestNet::new);
+        let net = match target {
+            Backend::XdpDriverWire => Some(TestNet::wire()),
+            _ => target.uses_netns().then(TestNet::new),
+        };
         let client = match &net {
             None => ClientSide::loopback(),
             Some(n) => ClientSide {

@@ -107,10 +107,22 @@ pub struct TestNet {
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
 impl TestNet {
-    /// Creates the namespaces and the link, up, addressed, IPv6 DAD off, and TX checksum
-    /// offload off on the client's end so its UDP checksums arrive valid, as from a wire.
+    /// Creates the namespaces and the link, up, addressed, IPv6 DAD off, with veth's defaults
+    /// otherwise: TX checksum offload stays on, so the client's UDP checksums arrive in the
+    /// partial form, as from a container's interface.
     pub fn new() -> Self {
         Self::with_queues(1)
+    }
+
+    /// Like [`TestNet::new`], but TX checksum offload off on the client's end, so its UDP
+    /// checksums arrive complete, as from a wire.
+    pub fn wire() -> Self {
+        let net = Self::with_queues(1);
+        net.exec(
+            &net.client_ns,
+            &["ethtool", "-K", &net.client_if, "tx", "off"],
+        );
+        net
     }
 
     /// Like [`TestNet::new`], with `queues` RX and TX queues on each veth end.
@@ -190,10 +202,6 @@ impl TestNet {
             net.exec(ns, &["ip", "link", "set", ifname, "up"]);
             net.exec(ns, &["ip", "link", "set", "lo", "up"]);
         }
-        net.exec(
-            &net.client_ns,
-            &["ethtool", "-K", &net.client_if, "tx", "off"],
-        );
         net.wait_link_up();
         net
     }

@@ -2,7 +2,9 @@
 //! own traffic: a clean run ends with a balanced frame ledger; TCP and UDP to other ports keep
 //! working while it runs, and datagrams to its port that reach the kernel find the guard socket
 //! (no ICMP port unreachable); after `kill -9` mid-download nothing stays attached and the
-//! kernel path serves the port at once. Each test runs in both attach modes.
+//! kernel path serves the port at once; UDP checksums from a peer with veth's default TX
+//! offload are trusted by default and refused (with a live warning) when told to verify, while
+//! complete ones are always served. Each test runs in both attach modes.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
@@ -47,6 +49,9 @@ fn clean_run(attach: &str, keyword: &str, transmit: &str) {
     let stopped = daemon.terminate();
     let c = &stopped.counters;
     assert!(get(c, "rx_datagrams") > 0, "{c:?}");
+    // The client's veth keeps TX checksum offload on (as a container's does): its datagrams
+    // arrive with partial checksums, which `rx_checksum = "auto"` trusts on veth.
+    assert!(get(c, "rx_checksum_offloaded") > 0, "{c:?}");
     assert!(driver_counter(&stopped.log, "tx_transmits") > 0);
     match transmit {
         // Copy mode on veth: `auto` sends through the kernel socket (GSO).
@@ -88,6 +93,103 @@ fn daemon_clean_run_balances_the_ledger_driver() {
     if privileged("daemon_clean_run_balances_the_ledger_driver") {
         for transmit in ["auto", "af_xdp"] {
             clean_run(MODES[1].0, MODES[1].1, transmit);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// (f) UDP checksums: a container's default veth, and a wire
+// ---------------------------------------------------------------------------------------------
+
+/// `rx_checksum = "verify"` against a peer with veth's default TX checksum offload: every
+/// client frame carries a partial checksum and is dropped; the drop is logged while the daemon
+/// runs (not only at shutdown), naming the setting that fixes it.
+fn verify_refuses_offloaded_checksums(attach: &str) {
+    let net = TestNet::new();
+    let site = Site::new();
+    let config = site.config(
+        &net.server_if,
+        attach,
+        &listen_both(&net),
+        "rx_checksum = \"verify\"",
+    );
+    let mut daemon = Quixd::start(&net.server_ns, &config, 2);
+    let addr = daemon.addrs[0];
+    let rt = runtime();
+    rt.block_on(async {
+        let endpoint = client(&net, addr.is_ipv6(), &site.cert, "hq-interop");
+        let connecting = endpoint.connect(addr, "localhost").expect("connect");
+        let outcome = tokio::time::timeout(Duration::from_secs(3), connecting).await;
+        assert!(
+            !matches!(outcome, Ok(Ok(_))),
+            "connected although every client frame carries a partial checksum"
+        );
+        endpoint.close(0u32.into(), b"");
+    });
+    let log = daemon.log();
+    assert!(
+        log.contains("dropping received frames")
+            && log.contains("bad_udp_checksum")
+            && log.contains("xdp.rx_checksum"),
+        "no live warning naming the fix while running:\n{log}"
+    );
+    let stopped = daemon.terminate();
+    let c = &stopped.counters;
+    assert!(get(c, "bad_udp_checksum") > 0, "{c:?}");
+    assert_eq!(get(c, "rx_checksum_offloaded"), 0, "{c:?}");
+    assert_eq!(get(c, "rx_datagrams"), 0, "{c:?}");
+}
+
+/// `rx_checksum = "verify"` with complete checksums (the client's offload off, as on a wire):
+/// served, nothing taken as offloaded.
+fn verify_serves_a_wire(attach: &str) {
+    let net = TestNet::wire();
+    let site = Site::new();
+    let data = random_bytes(300_000, 0xc5);
+    site.put("f.bin", &data);
+    let config = site.config(
+        &net.server_if,
+        attach,
+        &listen_both(&net),
+        "rx_checksum = \"verify\"",
+    );
+    let mut daemon = Quixd::start(&net.server_ns, &config, 2);
+    let addrs = daemon.addrs.clone();
+    let rt = runtime();
+    rt.block_on(async {
+        for addr in addrs {
+            let endpoint = client(&net, addr.is_ipv6(), &site.cert, "hq-interop");
+            let conn = connect(&endpoint, addr).await;
+            let body = bounded(Duration::from_secs(30), "GET /f.bin", async {
+                hq_get(&conn, "/f.bin", None).await
+            })
+            .await;
+            assert!(body == data, "GET /f.bin via {addr}: wrong content");
+            conn.close(0u32.into(), b"done");
+            bounded(Duration::from_secs(5), "client close", endpoint.wait_idle()).await;
+        }
+    });
+    let stopped = daemon.terminate();
+    let c = &stopped.counters;
+    assert!(get(c, "rx_datagrams") > 0, "{c:?}");
+    assert_eq!(get(c, "rx_checksum_offloaded"), 0, "{c:?}");
+    assert_eq!(get(c, "bad_udp_checksum"), 0, "{c:?}");
+}
+
+#[test]
+fn daemon_checksum_verify_refuses_offloaded_veth_peer() {
+    if privileged("daemon_checksum_verify_refuses_offloaded_veth_peer") {
+        for (attach, _) in MODES {
+            verify_refuses_offloaded_checksums(attach);
+        }
+    }
+}
+
+#[test]
+fn daemon_checksum_verify_serves_a_wire() {
+    if privileged("daemon_checksum_verify_serves_a_wire") {
+        for (attach, _) in MODES {
+            verify_serves_a_wire(attach);
         }
     }
 }

@@ -8,6 +8,7 @@ use quixd::datapath::xdp::program::AttachMode;
 use quixd::datapath::xdp::xsk::{CopyMode, XskSizes};
 use quixd::datapath::xdp::{Transmit, XdpDatapath, XdpSettings};
 use quixd::datapath::{Datapath, Ecn, TxBatch, TxMeta};
+use quixd::wire::ChecksumPolicy;
 
 use crate::netns::{privileged, TestNet};
 
@@ -74,6 +75,7 @@ fn settings(net: &TestNet, attach: AttachMode, server_ip: IpAddr) -> XdpSettings
         listen: vec![SocketAddr::new(server_ip, 0)],
         transmit: Transmit::AfXdp,
         vlan: None,
+        rx_checksum: ChecksumPolicy::Auto,
     }
 }
 

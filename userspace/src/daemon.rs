@@ -288,6 +288,7 @@ fn open_xdp(config: &Config) -> Result<Box<dyn Datapath>, DaemonError> {
         },
         listen: config.server.listen.clone(),
         vlan: x.vlan,
+        rx_checksum: x.rx_checksum,
         transmit: match x.transmit {
             XdpTransmit::Auto => Transmit::Auto,
             XdpTransmit::AfXdp => Transmit::AfXdp,

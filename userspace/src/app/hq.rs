@@ -89,7 +89,16 @@ fn open_under(root: &Path, relative: &Path) -> Result<(File, u64), VarInt> {
     if !canonical.starts_with(root) {
         return Err(FORBIDDEN);
     }
-    let file = File::open(&canonical).map_err(|e| match e.kind() {
+    // Non-blocking: opening a FIFO (or some device) for reading blocks until a writer comes,
+    // which would stall every connection on this thread. It is refused below anyway.
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.custom_flags(libc::O_NONBLOCK);
+    }
+    let file: File = options.open(&canonical).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => NOT_FOUND,
         _ => FORBIDDEN,
     })?;
@@ -273,5 +282,25 @@ mod tests {
         );
         #[cfg(unix)]
         assert_eq!(open_under(&root, Path::new("link")).unwrap_err(), FORBIDDEN);
+    }
+
+    /// A FIFO in the root is refused at once: opening it must not wait for a writer.
+    #[cfg(unix)]
+    #[test]
+    fn fifo_is_refused_without_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        let fifo = root.join("pipe");
+        let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a valid NUL-terminated path; mkfifo touches nothing else.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = done_tx.send(open_under(&root, Path::new("pipe")).map(|_| ()));
+        });
+        let outcome = done_rx
+            .recv_timeout(std::time::Duration::from_secs(5))
+            .expect("opening a FIFO blocked");
+        assert_eq!(outcome.unwrap_err(), NOT_FOUND);
     }
 }

@@ -120,6 +120,11 @@ pub struct Xdp {
     pub zero_copy: ZeroCopy,
     #[serde(default)]
     pub transmit: XdpTransmit,
+    /// Which received UDP checksums are accepted: `auto` trusts the partial form a veth
+    /// peer's kernel leaves with TX checksum offload on (counted as `rx_checksum_offloaded`),
+    /// and verifies fully on every other interface.
+    #[serde(default)]
+    pub rx_checksum: crate::wire::ChecksumPolicy,
     /// The 802.1Q VLAN id our traffic carries on `interface` (frames with another tag, or
     /// tagged frames when unset, are dropped and counted; sent frames carry it).
     pub vlan: Option<u16>,

@@ -50,6 +50,9 @@ pub struct DriverCounters {
     pub connections_closed: u64,
     /// Connections closed because they negotiated no ALPN we serve.
     pub no_application: u64,
+    /// Stateless responses (Retry, refusals, version negotiation, stateless resets) dropped
+    /// because the transmit batch was full: the backend did not keep up.
+    pub tx_dropped_full: u64,
 }
 
 struct Conn {
@@ -164,9 +167,11 @@ impl Driver {
         } else {
             meta.stride
         };
+        let dropped = tx.dropped_full;
         for datagram in payload.chunks(stride.max(1)) {
             self.handle_datagram(now, meta, datagram, tx);
         }
+        self.counters.tx_dropped_full += tx.dropped_full - dropped;
     }
 
     fn handle_datagram(&mut self, now: Instant, meta: &RxMeta, datagram: &[u8], tx: &mut TxBatch) {

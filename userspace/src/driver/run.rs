@@ -40,6 +40,7 @@ pub fn run(
 ) -> io::Result<()> {
     // Each transmit buffer holds a full GSO batch of the largest datagrams.
     let mut tx = TxBatch::new(opts.tx_batch, 64 * 1024);
+    let mut full = FullBatchLog::default();
     loop {
         let now = Instant::now();
         if stop.load(Ordering::Relaxed) {
@@ -49,6 +50,7 @@ pub fn run(
             driver.handle_datagrams(now, meta, payload, &mut tx);
         })?;
         driver.process(now, &mut tx);
+        full.check(now, driver.counters().tx_dropped_full);
         datapath.send(&mut tx)?;
         if driver.is_shut_down() && tx.is_empty() {
             return Ok(());
@@ -65,5 +67,36 @@ pub fn run(
         if !timeout.is_zero() {
             datapath.wait(Some(timeout), tx_blocked)?;
         }
+    }
+}
+
+/// Logs stateless responses dropped on a full transmit batch while it happens: at once, then
+/// at most once per [`FullBatchLog::INTERVAL`] with the count since the last line.
+#[derive(Default)]
+struct FullBatchLog {
+    reported: u64,
+    last: Option<Instant>,
+}
+
+impl FullBatchLog {
+    const INTERVAL: Duration = Duration::from_secs(10);
+
+    fn check(&mut self, now: Instant, dropped: u64) {
+        if dropped == self.reported
+            || self
+                .last
+                .is_some_and(|t| now.saturating_duration_since(t) < Self::INTERVAL)
+        {
+            return;
+        }
+        tracing::warn!(
+            count = dropped - self.reported,
+            total = dropped,
+            "stateless responses (Retry, refusals, version negotiation, resets) dropped: the \
+             transmit batch was full because the backend could not send fast enough (a flood, \
+             or a backend stalled on its socket or ring); counted as tx_dropped_full"
+        );
+        self.reported = dropped;
+        self.last = Some(now);
     }
 }

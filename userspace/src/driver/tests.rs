@@ -261,3 +261,43 @@ fn connections_beyond_the_limit_are_refused() {
     assert_eq!(p.tx.len(), 1, "the refusal is answered statelessly");
     drop((h2, c2));
 }
+
+/// Stateless responses that find the transmit batch full are dropped and counted by the
+/// driver (`tx_dropped_full`), not lost silently.
+#[test]
+fn stateless_responses_on_a_full_batch_are_counted() {
+    // Every Initial without a token gets a Retry, a stateless response.
+    let mut driver = driver("[transport]\nretry = true\n");
+    let mut tx = TxBatch::new(1, 2048);
+    let now = Instant::now();
+    let mut initials = Vec::new();
+    for _ in 0..3 {
+        let mut client = Endpoint::new(Arc::new(EndpointConfig::default()), None, false, None);
+        let (_, mut conn) = client
+            .connect(
+                now,
+                client_config("echo"),
+                SERVER.parse().unwrap(),
+                "localhost",
+            )
+            .unwrap();
+        let mut buf = Vec::new();
+        let t = conn.poll_transmit(now, 1, &mut buf).expect("an Initial");
+        buf.truncate(t.size);
+        initials.push(buf);
+    }
+    let meta = |len| RxMeta {
+        src: CLIENT.parse().unwrap(),
+        dst_ip: None,
+        dst_port: 4433,
+        ecn: None,
+        stride: len,
+    };
+    for initial in &initials {
+        driver.handle_datagrams(now, &meta(initial.len()), initial, &mut tx);
+    }
+    assert_eq!(driver.counters().retries_sent, 3);
+    // One slot: the first Retry is queued, the other two dropped and counted.
+    assert_eq!(tx.len(), 1);
+    assert_eq!(driver.counters().tx_dropped_full, 2);
+}

@@ -18,9 +18,11 @@
 //! the CPU has it), and is about 3x faster than etherparse's carry-chained `Sum16BitWords`
 //! even without AVX2; it checks the IPv4 header too. Nothing allocates.
 //!
-//! Checksums are always verified. On veth, frames sent by the peer kernel with TX checksum
-//! offload on carry only the pseudo-header sum in the UDP checksum field and so fail with
-//! [`ParseError::BadUdpChecksum`]: turn offload off on the sender (see the platform notes).
+//! Checksums are always verified, with one exception a caller asks for ([`parse_with`] and
+//! [`Checksums::TrustPartial`]): on veth, frames sent by the peer kernel with TX checksum
+//! offload on (the default of every container interface) carry only the pseudo-header sum in
+//! the UDP checksum field. The kernel's own stack trusts them (CHECKSUM_PARTIAL); the XDP
+//! backend does so too on veth (`xdp.rx_checksum`), and counts them.
 
 mod build;
 mod checksum;
@@ -30,7 +32,9 @@ mod parse;
 mod tests;
 
 pub use build::{header_len, header_len_for, write_frame, BuildError, FrameHeader, DEFAULT_TTL};
-pub use parse::{parse, Datagram, ParseCounters, ParseError};
+pub use parse::{
+    parse, parse_with, ChecksumPolicy, Checksums, Datagram, ParseCounters, ParseError,
+};
 
 /// Ethernet II header: destination MAC, source MAC, EtherType.
 pub const ETHERNET_HEADER_LEN: usize = 14;

@@ -31,6 +31,36 @@ pub struct Datagram<'a> {
     pub ttl: u8,
     /// The UDP payload, exactly as long as the UDP length field says (padding excluded).
     pub payload: &'a [u8],
+    /// The UDP checksum field held the partial form a sender's kernel leaves for offload
+    /// (accepted only with [`Checksums::TrustPartial`]).
+    pub checksum_offloaded: bool,
+}
+
+/// Which received UDP checksums a backend accepts (`xdp.rx_checksum`): the policy, which a
+/// backend resolves to [`Checksums`] for the interface it serves.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ChecksumPolicy {
+    /// Trust the partial form on veth, whose peer's kernel offloads UDP checksums by default
+    /// (every container interface); verify fully everywhere else.
+    #[default]
+    Auto,
+    /// Verify every checksum fully, as from a wire.
+    Verify,
+    /// Trust the partial form on any interface.
+    #[serde(alias = "trust_offload")]
+    TrustOffload,
+}
+
+/// How [`parse_with`] treats the UDP checksum.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Checksums {
+    /// Every UDP checksum must be complete and correct, as from a wire.
+    Verify,
+    /// Also accept the partial form: the pseudo-header sum alone, which a veth peer's kernel
+    /// leaves in the field when it offloads the checksum (CHECKSUM_PARTIAL). The receiving
+    /// kernel trusts such frames, as they never left the host; AEAD protects QUIC's payload.
+    TrustPartial,
 }
 
 impl Datagram<'_> {
@@ -195,6 +225,15 @@ const VLAN_TPIDS: [EtherType; 2] = [EtherType::VLAN_TAGGED_FRAME, EtherType::PRO
 /// IP length against the frame; fragment; IPv6 extension header; transport protocol; UDP header
 /// present; UDP length; UDP checksum.
 pub fn parse(frame: &[u8]) -> Result<Datagram<'_>, ParseError> {
+    parse_with(frame, Checksums::Verify)
+}
+
+/// [`parse`], with the UDP checksum treated as `checksums` says.
+///
+/// # Errors
+///
+/// As [`parse`].
+pub fn parse_with(frame: &[u8], checksums: Checksums) -> Result<Datagram<'_>, ParseError> {
     let eth = Ethernet2HeaderSlice::from_slice(frame).map_err(|_| ParseError::Truncated)?;
     let mut ether_type = eth.ether_type();
     let mut l3 = &frame[ETHERNET_HEADER_LEN..];
@@ -222,12 +261,23 @@ pub fn parse(frame: &[u8]) -> Result<Datagram<'_>, ParseError> {
         return Err(ParseError::BadLength);
     }
     let segment = &ip.payload[..udp_len];
+    let mut checksum_offloaded = false;
     if udp.checksum() == 0 {
         if matches!(ip.src, IpAddr::V6(_)) {
             return Err(ParseError::MissingUdpChecksum);
         }
-    } else if !udp_checksum_ok(&ip, segment) {
-        return Err(ParseError::BadUdpChecksum);
+    } else {
+        // The UDP length field is 16 bits and `segment` is exactly that long.
+        let pseudo =
+            pseudo_header_sum(&ip, segment.len() as u16).ok_or(ParseError::BadIpVersion)?;
+        if checksum::fold(checksum::sum(segment, pseudo)) != 0xffff {
+            // The partial form: the field holds the folded pseudo-header sum, uncomplemented.
+            checksum_offloaded =
+                checksums == Checksums::TrustPartial && udp.checksum() == checksum::fold(pseudo);
+            if !checksum_offloaded {
+                return Err(ParseError::BadUdpChecksum);
+            }
+        }
     }
 
     Ok(Datagram {
@@ -239,6 +289,7 @@ pub fn parse(frame: &[u8]) -> Result<Datagram<'_>, ParseError> {
         ecn: Ecn::from_bits(ip.tos),
         ttl: ip.ttl,
         payload: &segment[UDP_HEADER_LEN..],
+        checksum_offloaded,
     })
 }
 
@@ -330,20 +381,21 @@ fn is_ipv6_extension_header(next: IpNumber) -> bool {
     )
 }
 
-/// Verifies the UDP checksum of `segment` (header and payload, checksum field included) against
-/// the pseudo-header: the one's-complement sum of it all must be all ones.
-fn udp_checksum_ok(ip: &IpPart<'_>, segment: &[u8]) -> bool {
-    // The UDP length field is 16 bits and `segment` is exactly that long.
-    let len = segment.len() as u16;
-    let pseudo = match (ip.src, ip.dst) {
-        (IpAddr::V4(src), IpAddr::V4(dst)) => {
-            checksum::udp_pseudo_header_v4(src.octets(), dst.octets(), len)
-        }
-        (IpAddr::V6(src), IpAddr::V6(dst)) => {
-            checksum::udp_pseudo_header_v6(src.octets(), dst.octets(), u32::from(len))
-        }
-        // One IP header never holds two families.
-        _ => return false,
-    };
-    checksum::fold(checksum::sum(segment, pseudo)) == 0xffff
+/// The UDP pseudo-header's sum (addresses, protocol, UDP length `len`), unfolded. A segment is
+/// intact when the one's-complement sum of it (checksum field included) and this is all ones.
+fn pseudo_header_sum(ip: &IpPart<'_>, len: u16) -> Option<u64> {
+    match (ip.src, ip.dst) {
+        (IpAddr::V4(src), IpAddr::V4(dst)) => Some(checksum::udp_pseudo_header_v4(
+            src.octets(),
+            dst.octets(),
+            len,
+        )),
+        (IpAddr::V6(src), IpAddr::V6(dst)) => Some(checksum::udp_pseudo_header_v6(
+            src.octets(),
+            dst.octets(),
+            u32::from(len),
+        )),
+        // One IP header never holds two families (parse_ipv4/6 build both from one header).
+        _ => None,
+    }
 }

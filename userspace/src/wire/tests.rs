@@ -713,6 +713,82 @@ fn every_fault_is_refused_for_its_reason() {
     }
 }
 
+/// Where a frame's source and destination addresses and its UDP header are.
+fn udp_layout(frame: &[u8]) -> (std::ops::Range<usize>, std::ops::Range<usize>, usize) {
+    let (l3, v6) = l3_offset(frame).unwrap();
+    if v6 {
+        (l3 + 8..l3 + 24, l3 + 24..l3 + 40, l3 + 40)
+    } else {
+        let ihl = usize::from(frame[l3] & 0x0f) * 4;
+        (l3 + 12..l3 + 16, l3 + 16..l3 + 20, l3 + ihl)
+    }
+}
+
+/// A frame as a veth peer's kernel sends it with TX checksum offload on: the UDP checksum
+/// field holds the pseudo-header sum (uncomplemented), computed independently here.
+fn with_partial_checksum(mut frame: Vec<u8>) -> Vec<u8> {
+    let (src, dst, udp) = udp_layout(&frame);
+    let udp_len = [frame[udp + 4], frame[udp + 5]];
+    let pseudo = rfc1071(&[&frame[src], &frame[dst], &[0, 17], &udp_len]);
+    frame[udp + 6..udp + 8].copy_from_slice(&(!pseudo).to_be_bytes());
+    frame
+}
+
+#[test]
+fn partial_checksums_are_trusted_only_when_asked() {
+    for (name, hdr) in [
+        ("IPv4", hdr_v4(None, None)),
+        ("IPv6", hdr_v6(None, Some(Ecn::Ect0))),
+        ("IPv4 VLAN", hdr_v4(Some(7), None)),
+        ("IPv6 VLAN", hdr_v6(Some(4094), None)),
+    ] {
+        for len in [0, 1, 27, 1200] {
+            let body = payload(len);
+            let whole = build(&hdr, &body);
+            let partial = with_partial_checksum(whole.clone());
+            assert_ne!(partial, whole, "{name} {len}: the forms differ");
+            // As from a wire: refused.
+            assert_eq!(
+                parse(&partial),
+                Err(ParseError::BadUdpChecksum),
+                "{name} {len}"
+            );
+            assert_eq!(
+                parse_with(&partial, Checksums::Verify),
+                Err(ParseError::BadUdpChecksum),
+                "{name} {len}"
+            );
+            // Trusted: the same datagram, marked.
+            let d = parse_with(&partial, Checksums::TrustPartial).unwrap();
+            assert!(d.checksum_offloaded, "{name} {len}");
+            check_datagram(&d, &hdr, &body);
+            // A complete checksum is verified and not marked in either mode.
+            let d = parse_with(&whole, Checksums::TrustPartial).unwrap();
+            assert!(!d.checksum_offloaded, "{name} {len}");
+            check_datagram(&d, &hdr, &body);
+            // Neither form: still refused when trusting partial sums.
+            let mut bad = partial.clone();
+            let udp = udp_layout(&bad).2;
+            bad[udp + 7] ^= 0x01;
+            assert_eq!(
+                parse_with(&bad, Checksums::TrustPartial),
+                Err(ParseError::BadUdpChecksum),
+                "{name} {len}"
+            );
+            // A payload corrupted after a complete checksum is refused too.
+            if len > 0 {
+                let mut bad = whole.clone();
+                *bad.last_mut().unwrap() ^= 0x40;
+                assert_eq!(
+                    parse_with(&bad, Checksums::TrustPartial),
+                    Err(ParseError::BadUdpChecksum),
+                    "{name} {len}"
+                );
+            }
+        }
+    }
+}
+
 #[test]
 fn error_names_and_counters() {
     let mut names = HashSet::new();

@@ -497,7 +497,14 @@ impl Results {
              resumes a session, so every handshake is a full one (X25519, ECDSA P-256). Every \
              server gets the same certificate, the same rustls settings (quixd's own code) and \
              quixd's default transport settings. The `-qperf` scenarios repeat download, upload \
-             and small requests with quinn's own perf client logic instead.",
+             and small requests with a second, independent generator: quinn's own perf client \
+             logic (quinn 0.11.11's `perf/src/client.rs`: one connection per client with its \
+             own socket, quinn's default transport settings and perf's three cipher suites, a \
+             semaphore of in-flight requests, chunked uploads, `read_chunks` drains), \
+             **reproduced** on the quinn crate in `xtask/src/bench/quinn_perf.rs`, not built \
+             from quinn's source: the harness has no quinn source snapshot to build from. It is \
+             closed loop only, and the floor (whose client lives in its process) does not run \
+             it.",
             if gens.is_empty() {
                 "none".into()
             } else {

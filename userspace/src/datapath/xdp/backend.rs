@@ -14,12 +14,13 @@ use std::time::Duration;
 
 use xdp::slab::{HeapSlab, Slab};
 
+use super::drops::DropLog;
 use super::neighbor::NeighborTable;
 use super::program::{AttachMode, XdpProgram, XdpProgramError};
 use super::xsk::{CopyMode, Ledger, Xsk, XskError, XskSizes};
 use crate::datapath::socket::{SocketDatapath, SocketError};
 use crate::datapath::{Capabilities, Datapath, RxMeta, TxBatch};
-use crate::wire::{self, FrameHeader, ParseCounters};
+use crate::wire::{self, ChecksumPolicy, Checksums, FrameHeader, ParseCounters};
 
 /// Frames taken from the RX ring per socket per call.
 const RX_BATCH: usize = 64;
@@ -59,6 +60,8 @@ pub struct XdpSettings {
     /// The 802.1Q VLAN our traffic carries on this interface, if any: received frames must
     /// carry exactly this tag (none when `None`), and sent frames get it.
     pub vlan: Option<u16>,
+    /// Which received UDP checksums are accepted (see [`ChecksumPolicy`]).
+    pub rx_checksum: ChecksumPolicy,
 }
 
 /// Which path transmits take.
@@ -82,6 +85,9 @@ pub struct XdpCounters {
     /// listen list disagree); dropped.
     pub rx_not_ours: u64,
     pub rx_datagrams: u64,
+    /// Datagrams accepted with the partial UDP checksum a veth peer's kernel leaves when it
+    /// offloads the checksum (`xdp.rx_checksum`).
+    pub rx_checksum_offloaded: u64,
     /// Datagrams that arrived on the guard sockets instead: IP fragments (reassembled by the
     /// kernel), or traffic the steering missed (queue without socket, other interface).
     pub guard_rx: u64,
@@ -118,7 +124,10 @@ pub struct XdpDatapath {
     guard_ready: bool,
     /// Receive turns since the guard sockets were last looked at.
     guard_turns: u32,
+    /// How received UDP checksums are checked on this interface.
+    checksums: Checksums,
     parse: ParseCounters,
+    drops: DropLog,
     counters: XdpCounters,
 }
 
@@ -159,12 +168,14 @@ impl XdpDatapath {
             }
             program.set_address_filter(true)?;
         }
+        program.set_max_frame(super::xsk::RX_FRAME_ROOM)?;
         let mut xsks = Vec::with_capacity(queues.len());
         for &queue in &queues {
             let xsk = Xsk::open(&interface, queue, settings.sizes, settings.copy_mode)?;
             program.register_xsk(queue, xsk.as_fd())?;
             xsks.push(xsk);
         }
+        let checksums = resolve_checksums(&interface, settings.rx_checksum);
         let attached = program.attach(&interface, settings.attach)?;
         let zero_copy = xsks.iter().all(|x| x.zero_copy);
         tracing::info!(
@@ -202,15 +213,17 @@ impl XdpDatapath {
             src_mac: neighbors.mac(),
             neighbors,
             program,
-            interface,
             ports,
             local_addrs,
             rx_slab: HeapSlab::with_capacity(RX_BATCH),
             next_tx: 0,
             tx_via_kernel,
             vlan: settings.vlan,
+            checksums,
             parse: ParseCounters::default(),
+            drops: DropLog::new(&interface),
             counters: XdpCounters::default(),
+            interface,
         })
     }
 
@@ -248,7 +261,7 @@ impl Datapath for XdpDatapath {
 
     fn capabilities(&self) -> Capabilities {
         // The largest UDP payload that fits the MTU with an IPv6 header, and a 2 KiB frame.
-        let frame_room = 2048 - 256 - 14 - 4;
+        let frame_room = super::xsk::RX_FRAME_ROOM as usize - 14 - 4;
         let max_payload = self.mtu.min(frame_room) - 48;
         let max_tx_segments = if self.tx_via_kernel {
             self.guard.capabilities().max_tx_segments
@@ -272,9 +285,12 @@ impl Datapath for XdpDatapath {
             xsk.recv(&mut self.rx_slab);
             while let Some(frame) = self.rx_slab.pop_back() {
                 self.counters.rx_frames += 1;
-                match wire::parse(&frame) {
+                match wire::parse_with(&frame, self.checksums) {
                     Ok(d) if d.vlan != self.vlan => self.counters.rx_wrong_vlan += 1,
                     Ok(d) if self.ports.contains(&d.dst.port()) => {
+                        if d.checksum_offloaded {
+                            self.counters.rx_checksum_offloaded += 1;
+                        }
                         let meta = RxMeta {
                             src: d.src,
                             dst_ip: Some(d.dst.ip()),
@@ -287,7 +303,10 @@ impl Datapath for XdpDatapath {
                         handed += 1;
                     }
                     Ok(_) => self.counters.rx_not_ours += 1,
-                    Err(e) => self.parse.record(e),
+                    Err(e) => {
+                        self.parse.record(e);
+                        self.drops.note(e);
+                    }
                 }
                 xsk.release(frame);
             }
@@ -304,13 +323,15 @@ impl Datapath for XdpDatapath {
             counters.guard_rx += 1;
             if counters.guard_rx.is_power_of_two() {
                 // Fragmented datagrams always come this way (the program leaves reassembly
-                // to the kernel); anything else means the steering missed.
+                // to the kernel), and so do GSO super-packets in SKB mode (too big for a
+                // frame); anything else means the steering missed.
                 tracing::warn!(
                     interface,
                     from = %meta.src,
                     count = counters.guard_rx,
                     "a datagram for a served port reached the kernel socket instead of AF_XDP: \
-                     an IP fragment, or a queue without an AF_XDP socket / another interface"
+                     an IP fragment, a GSO batch in SKB mode (see the program's oversize \
+                     counter), or a queue without an AF_XDP socket / another interface"
                 );
             }
             rx(meta, payload);
@@ -366,9 +387,16 @@ impl Datapath for XdpDatapath {
                 ttl: TTL,
             };
             let header_len = wire::header_len(&header);
+            // The MTU counts from the IP header: Ethernet and any VLAN tag come on top.
+            let vlan_tag = if self.vlan.is_some() {
+                wire::VLAN_TAG_LEN
+            } else {
+                0
+            };
+            let max_frame = self.mtu + wire::ETHERNET_HEADER_LEN + vlan_tag;
             for datagram in slot.buf.chunks(segment) {
                 let len = header_len + datagram.len();
-                if len > self.mtu + 14 {
+                if len > max_frame {
                     self.counters.tx_too_big += 1;
                     continue;
                 }
@@ -453,6 +481,7 @@ impl Datapath for XdpDatapath {
             ("rx_wrong_vlan", c.rx_wrong_vlan),
             ("rx_not_ours", c.rx_not_ours),
             ("rx_datagrams", c.rx_datagrams),
+            ("rx_checksum_offloaded", c.rx_checksum_offloaded),
             ("guard_rx", c.guard_rx),
             ("tx_frames", c.tx_frames),
             ("tx_via_kernel", c.tx_via_kernel),
@@ -497,10 +526,44 @@ impl Datapath for XdpDatapath {
                 ("prog_not_ours", p.not_ours),
                 ("prog_malformed", p.malformed),
                 ("prog_no_socket", p.no_socket),
+                ("prog_fragment", p.fragment),
+                ("prog_ipv6_ext", p.ipv6_ext),
+                ("prog_oversize", p.oversize),
             ]);
         }
         out
     }
+}
+
+/// Resolves `xdp.rx_checksum` for `interface`: `auto` trusts the partial form on veth only.
+fn resolve_checksums(interface: &str, policy: ChecksumPolicy) -> Checksums {
+    let driver = super::sys::driver_name(interface);
+    let checksums = match policy {
+        ChecksumPolicy::Verify => Checksums::Verify,
+        ChecksumPolicy::TrustOffload => Checksums::TrustPartial,
+        ChecksumPolicy::Auto => match &driver {
+            Ok(d) if d == "veth" => Checksums::TrustPartial,
+            _ => Checksums::Verify,
+        },
+    };
+    let driver = driver.unwrap_or_else(|e| format!("unknown ({e})"));
+    match checksums {
+        Checksums::TrustPartial => tracing::info!(
+            interface,
+            driver,
+            ?policy,
+            "UDP checksums: verified, except the partial form a veth peer's kernel leaves with \
+             TX checksum offload on, which is trusted as the kernel trusts it (counted as \
+             rx_checksum_offloaded)"
+        ),
+        Checksums::Verify => tracing::info!(
+            interface,
+            driver,
+            ?policy,
+            "UDP checksums: every one verified"
+        ),
+    }
+    checksums
 }
 
 /// The interface's active RX queues: the `queues/rx-N` entries in sysfs. A thread that
