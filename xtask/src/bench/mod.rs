@@ -81,6 +81,10 @@ pub struct BenchArgs {
     /// Where BENCHMARKS.md and benchmarks/ go (default: the workspace root).
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Runs nothing: writes BENCHMARKS.md and cost.svg again from this results.json (after
+    /// a change to the report's text or layout).
+    #[arg(long, value_name = "RESULTS_JSON")]
+    render: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -383,11 +387,25 @@ pub fn run(args: BenchArgs) -> Result<()> {
         Some(Internal::BareXdp(args)) => return bare::run(&args),
         None => {}
     }
+    let root = crate::workspace_root();
+    if let Some(path) = &args.render {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let results: report::Results =
+            serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        let out = args.out.clone().unwrap_or(root);
+        results.write(&out)?;
+        println!(
+            "wrote {} from {}",
+            out.join("BENCHMARKS.md").display(),
+            path.display()
+        );
+        return Ok(());
+    }
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         bail!("the bench needs root (network namespaces, XDP, CAP_IPC_LOCK for the UMEM)");
     }
-    let root = crate::workspace_root();
     if cfg!(debug_assertions) && std::env::var_os("QUIXD_BENCH_NO_REEXEC").is_none() {
         return reexec_release(&root);
     }
