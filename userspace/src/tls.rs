@@ -111,7 +111,9 @@ pub fn server_config(
 
 /// A client's TLS settings that accept any server certificate while still checking the
 /// handshake signatures: for clients of the development certificate only (the demo, the
-/// tests, the benchmarks). Never use it to reach a server whose identity matters.
+/// tests, the benchmarks). Never use it to reach a server whose identity matters: it exists
+/// only with the `dev-client` feature, which the tests and xtask turn on.
+#[cfg(any(test, feature = "dev-client"))]
 pub fn dev_client_config(alpns: &[&str]) -> rustls::ClientConfig {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut tls = rustls::ClientConfig::builder_with_provider(provider.clone())
@@ -125,9 +127,11 @@ pub fn dev_client_config(alpns: &[&str]) -> rustls::ClientConfig {
     tls
 }
 
+#[cfg(any(test, feature = "dev-client"))]
 #[derive(Debug)]
 struct AcceptAnyServerCert(Arc<rustls::crypto::CryptoProvider>);
 
+#[cfg(any(test, feature = "dev-client"))]
 impl rustls::client::danger::ServerCertVerifier for AcceptAnyServerCert {
     fn verify_server_cert(
         &self,
