@@ -310,6 +310,8 @@ pub struct ServerConfig {
     pub xdp: Option<XdpSection>,
     pub listen: Vec<String>,
     pub drain_timeout_ms: Option<u64>,
+    /// `server.workers`, as a raw TOML value (`2`, `"auto"`); `None` leaves the default.
+    pub workers: Option<String>,
     pub tls: TlsSetup,
     /// `[transport]` entries, as raw TOML values (e.g. `("retry", "true")`).
     pub transport: BTreeMap<String, String>,
@@ -353,6 +355,11 @@ impl ServerConfig {
         self
     }
 
+    pub fn workers(mut self, raw_toml_value: &str) -> Self {
+        self.workers = Some(raw_toml_value.to_string());
+        self
+    }
+
     pub fn listen(mut self, addrs: &[&str]) -> Self {
         self.listen = addrs.iter().map(|s| s.to_string()).collect();
         self
@@ -366,6 +373,9 @@ impl ServerConfig {
         writeln!(s, "backend = {}", toml_str(&self.backend)).unwrap();
         if let Some(ms) = self.drain_timeout_ms {
             writeln!(s, "drain_timeout_ms = {ms}").unwrap();
+        }
+        if let Some(workers) = &self.workers {
+            writeln!(s, "workers = {workers}").unwrap();
         }
         writeln!(s).unwrap();
         writeln!(s, "[tls]").unwrap();
@@ -524,6 +534,7 @@ impl Fixture {
             xdp: self.xdp_section(),
             listen: self.listen_addrs(),
             drain_timeout_ms: None,
+            workers: None,
             tls: TlsSetup::Files {
                 cert: self.cert_path.clone(),
                 key: self.key_path.clone(),

@@ -43,3 +43,4 @@ mod perf;
 mod shutdown;
 mod udp_echo;
 mod uring;
+mod workers;

@@ -76,6 +76,7 @@ fn settings(net: &TestNet, attach: AttachMode, server_ip: IpAddr) -> XdpSettings
         transmit: Transmit::AfXdp,
         vlan: None,
         rx_checksum: ChecksumPolicy::Auto,
+        reuse_port: false,
     }
 }
 

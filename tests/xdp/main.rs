@@ -18,6 +18,7 @@ mod daemon;
 mod daemon_errors;
 mod daemon_malformed;
 mod daemon_traffic;
+mod daemon_workers;
 mod datapath;
 mod kernel_path;
 mod neighbor;

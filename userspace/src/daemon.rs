@@ -1,12 +1,14 @@
-//! The daemon: a datapath and a driver built from a config, run until told to stop.
+//! The daemon: workers, each a datapath and a driver built from a config, run until told to
+//! stop.
 
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
 use std::time::Duration;
 
-use crate::config::{Backend, Config};
+use crate::config::{Backend, Config, Workers};
 use crate::datapath::socket::{SocketDatapath, SocketError};
 use crate::datapath::Datapath;
-use crate::driver::{self, Driver, RunOptions, SetupError};
+use crate::driver::{self, Driver, DriverCounters, QuicSetup, RunOptions, SetupError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -34,82 +36,295 @@ pub enum DaemonError {
     Setup(#[from] SetupError),
     #[error("datapath failed: {0}")]
     Datapath(#[from] std::io::Error),
+    #[error("{0}")]
+    Workers(String),
 }
 
-/// A datapath and driver ready to run.
+/// The daemon: its first worker's datapath and driver opened (so start-up errors surface
+/// here), the others opened by their own threads in [`Daemon::run`].
 pub struct Daemon {
-    pub datapath: Box<dyn Datapath>,
-    pub driver: Driver,
-    pub options: RunOptions,
+    config: Config,
+    first: Worker,
+    /// The workers' places and what they share beyond the QUIC setup.
+    group: Group,
+    setup: QuicSetup,
+    options: RunOptions,
+}
+
+/// One worker: its own datapath and its own QUIC endpoint; nothing shared on the packet path.
+struct Worker {
+    index: usize,
+    datapath: Box<dyn Datapath>,
+    driver: Driver,
+}
+
+/// A worker's place among its siblings, and what they share beyond the QUIC setup (held
+/// for start-up, never touched on the packet path).
+#[derive(Clone, Default)]
+struct Group {
+    index: usize,
+    /// Workers in all; 0 while the first one opens with `workers = "auto"` (its backend
+    /// decides: one per RX queue for xdp, one per CPU otherwise).
+    count: usize,
+    /// Bind with `SO_REUSEPORT`, on addresses reserved beforehand.
+    reuse_port: bool,
+    /// The XDP program the first worker loaded; the others register their queues in it.
+    #[cfg(target_os = "linux")]
+    xdp: Option<crate::datapath::xdp::SharedProgram>,
 }
 
 impl Daemon {
-    /// Binds the datapath and builds the QUIC endpoint.
+    /// Binds the first worker's datapath and builds the QUIC configuration every worker shares.
     pub fn new(config: &Config) -> Result<Self, DaemonError> {
-        let datapath = open_datapath(config)?;
+        let mut config = config.clone();
+        let count = match config.server.workers {
+            Workers::Count(n) => n,
+            Workers::Auto => 0,
+        };
+        let cpus = if config.server.cpus.is_empty() {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        } else {
+            config.server.cpus.len()
+        };
+        let reuse_port = cfg!(unix) && (count > 1 || (count == 0 && cpus > 1));
+        if reuse_port {
+            // Every worker binds the same concrete addresses with SO_REUSEPORT.
+            config.server.listen = crate::datapath::socket::reserve(&config.server.listen)?;
+        }
+        let mut group = Group {
+            count,
+            reuse_port,
+            ..Group::default()
+        };
+        let datapath = open_datapath(&config, &mut group)?;
+        if group.count == 0 {
+            group.count = if reuse_port { cpus } else { 1 };
+        }
+        if group.count > 1 && !reuse_port {
+            return Err(DaemonError::Workers(format!(
+                "server.workers = {}: several workers need SO_REUSEPORT, which exists only on \
+                 Unix",
+                group.count
+            )));
+        }
         let caps = datapath.capabilities();
-        let driver = Driver::new(config, &caps)?;
+        // The chosen backend, for the other workers (`auto` decides once).
+        config.server.backend = match datapath.name() {
+            "io_uring" => Backend::IoUring,
+            "xdp" => Backend::Xdp,
+            "rio" => Backend::Rio,
+            _ => Backend::Socket,
+        };
+        config.server.listen = caps.local_addrs.clone();
+        let setup = QuicSetup::new(&config, &caps)?;
+        let driver = Driver::with_setup(&config, &setup)?;
         tracing::info!(
             backend = datapath.name(),
+            workers = group.count,
             gso_segments = caps.max_tx_segments,
             pmtud = !caps.may_fragment,
             "datapath ready"
         );
         Ok(Self {
-            datapath,
-            driver,
             options: RunOptions {
                 busy_poll: config.server.busy_poll,
                 drain_timeout: Duration::from_millis(config.server.drain_timeout_ms),
                 ..RunOptions::default()
             },
+            first: Worker {
+                index: 0,
+                datapath,
+                driver,
+            },
+            group,
+            setup,
+            config,
         })
     }
 
-    /// Serves until `stop` is set, then shuts down gracefully.
-    pub fn run(mut self, stop: &AtomicBool) -> Result<(), DaemonError> {
-        driver::run(
-            &mut self.driver,
-            self.datapath.as_mut(),
-            stop,
-            &self.options,
-        )?;
-        self.datapath.close();
-        tracing::info!(driver = ?self.driver.counters(), "stopped");
-        log_datapath_counters(self.datapath.as_ref());
+    /// Serves until `stop` is set, then shuts down gracefully. Workers after the first start
+    /// here, each on its own thread; if one cannot start, or one fails, all stop.
+    pub fn run(self, stop: &AtomicBool) -> Result<(), DaemonError> {
+        let Self {
+            config,
+            first,
+            group,
+            setup,
+            options,
+        } = self;
+        let workers = group.count;
+        let quit = AtomicBool::new(false);
+        let stopping = || stop.load(Ordering::Relaxed) || quit.load(Ordering::Relaxed);
+        let (config, setup, options) = (&config, &setup, &options);
+        let reports = std::thread::scope(|scope| {
+            let (ready_tx, ready_rx) = mpsc::channel();
+            let mut handles = Vec::with_capacity(workers);
+            for index in 1..workers {
+                let ready = ready_tx.clone();
+                let stopping = &stopping;
+                let quit = &quit;
+                let group = Group {
+                    index,
+                    ..group.clone()
+                };
+                let handle = std::thread::Builder::new()
+                    .name(format!("quixd-worker-{index}"))
+                    .spawn_scoped(scope, move || {
+                        pin(config, index);
+                        let worker = match Worker::open(config, setup, group) {
+                            Ok(worker) => {
+                                let _ = ready.send(Ok(()));
+                                worker
+                            }
+                            Err(e) => {
+                                let _ = ready.send(Err(e));
+                                return None;
+                            }
+                        };
+                        let report = worker.run(stopping, options);
+                        if report.is_err() {
+                            quit.store(true, Ordering::Relaxed);
+                        }
+                        Some(report)
+                    })
+                    .map_err(DaemonError::Datapath);
+                match handle {
+                    Ok(handle) => handles.push(handle),
+                    Err(e) => {
+                        quit.store(true, Ordering::Relaxed);
+                        return Err(e);
+                    }
+                }
+            }
+            drop(ready_tx);
+            // Every worker bound, or none serves.
+            for _ in 1..workers {
+                match ready_rx.recv() {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        quit.store(true, Ordering::Relaxed);
+                        return Err(e);
+                    }
+                    Err(_) => break,
+                }
+            }
+            pin(config, 0);
+            let mut reports = vec![first.run(&stopping, options)];
+            if reports[0].is_err() {
+                quit.store(true, Ordering::Relaxed);
+            }
+            for handle in handles {
+                if let Some(report) = handle.join().expect("a worker panicked") {
+                    reports.push(report);
+                }
+            }
+            Ok(reports)
+        })?;
+        let mut driver = DriverCounters::default();
+        let mut datapath: Vec<(&'static str, u64)> = Vec::new();
+        let mut backend = "";
+        for report in reports {
+            let report = report?;
+            driver.add(&report.driver);
+            backend = report.backend;
+            for (name, value) in report.datapath {
+                match datapath.iter_mut().find(|(n, _)| *n == name) {
+                    Some((_, total)) => *total += value,
+                    None => datapath.push((name, value)),
+                }
+            }
+        }
+        if workers > 1 {
+            tracing::info!(driver = ?driver, workers, "stopped (totals over workers)");
+            log_counters(backend, &datapath, None);
+        }
         Ok(())
+    }
+}
+
+/// What a worker leaves when it stops.
+struct WorkerReport {
+    backend: &'static str,
+    driver: DriverCounters,
+    datapath: Vec<(&'static str, u64)>,
+}
+
+impl Worker {
+    /// A worker after the first: binds its own sockets to the reserved addresses (xdp: its
+    /// queues' AF_XDP sockets, registered in the first worker's program).
+    fn open(config: &Config, setup: &QuicSetup, mut group: Group) -> Result<Self, DaemonError> {
+        let datapath = open_backend(config, &mut group)?;
+        let driver = Driver::with_setup(config, setup)?;
+        tracing::debug!(worker = group.index, "worker ready");
+        Ok(Self {
+            index: group.index,
+            datapath,
+            driver,
+        })
+    }
+
+    fn run(
+        mut self,
+        stop: &dyn Fn() -> bool,
+        options: &RunOptions,
+    ) -> Result<WorkerReport, DaemonError> {
+        let served = driver::run(&mut self.driver, self.datapath.as_mut(), stop, options);
+        self.datapath.close();
+        let counters = self.datapath.counters();
+        tracing::info!(worker = self.index, driver = ?self.driver.counters(), "stopped");
+        log_counters(self.datapath.name(), &counters, Some(self.index));
+        served?;
+        Ok(WorkerReport {
+            backend: self.datapath.name(),
+            driver: self.driver.counters().clone(),
+            datapath: counters,
+        })
+    }
+}
+
+/// Pins the calling thread to its CPU from `server.cpus`, if any (best effort, logged).
+fn pin(config: &Config, index: usize) {
+    let cpus = &config.server.cpus;
+    if cpus.is_empty() {
+        return;
+    }
+    let cpu = cpus[index % cpus.len()];
+    match crate::affinity::pin_current_thread(cpu) {
+        Ok(()) => tracing::debug!(worker = index, cpu, "pinned"),
+        Err(e) => {
+            tracing::warn!(worker = index, cpu, error = %e, "cannot pin the worker (server.cpus)")
+        }
     }
 }
 
 /// `quixd udp-echo`: the configured backend echoing raw UDP datagrams, no QUIC (see
 /// [`crate::echo`]). Runs until `stop` is set.
 pub fn run_udp_echo(config: &Config, stop: &AtomicBool) -> Result<(), DaemonError> {
-    let mut datapath = open_datapath(config)?;
+    let mut datapath = open_datapath(config, &mut Group::default())?;
     tracing::info!(backend = datapath.name(), "udp-echo ready (no QUIC)");
     let counters = crate::echo::run(datapath.as_mut(), stop, config.server.busy_poll)?;
     datapath.close();
     let echo: Vec<String> = counters.iter().map(|(n, v)| format!("{n}={v}")).collect();
     tracing::info!("echo counters: {}", echo.join(" "));
-    log_datapath_counters(datapath.as_ref());
+    log_counters(datapath.name(), &datapath.counters(), None);
     Ok(())
 }
 
-fn log_datapath_counters(datapath: &dyn Datapath) {
-    let counters: Vec<String> = datapath
-        .counters()
+/// One `datapath counters:` line: a worker's, or (`worker` None) the totals.
+fn log_counters(backend: &str, counters: &[(&'static str, u64)], worker: Option<usize>) {
+    let line: Vec<String> = counters
         .iter()
         .map(|(name, value)| format!("{name}={value}"))
         .collect();
-    tracing::info!(
-        backend = datapath.name(),
-        "datapath counters: {}",
-        counters.join(" ")
-    );
+    match worker {
+        Some(worker) => tracing::info!(backend, worker, "datapath counters: {}", line.join(" ")),
+        None => tracing::info!(backend, "datapath counters: {}", line.join(" ")),
+    }
 }
 
 /// Opens the backend the config asks for and logs each address it serves (`listening`).
-pub fn open_datapath(config: &Config) -> Result<Box<dyn Datapath>, DaemonError> {
-    let datapath = open_backend(config)?;
+fn open_datapath(config: &Config, group: &mut Group) -> Result<Box<dyn Datapath>, DaemonError> {
+    let datapath = open_backend(config, group)?;
     for addr in &datapath.capabilities().local_addrs {
         tracing::info!(addr = %addr, backend = datapath.name(), "listening");
     }
@@ -118,23 +333,26 @@ pub fn open_datapath(config: &Config) -> Result<Box<dyn Datapath>, DaemonError> 
 
 /// Opens the backend the config asks for. One named explicitly that cannot start is an error
 /// saying why; `auto` tries XDP, io_uring and sockets in turn and logs one line per step.
-fn open_backend(config: &Config) -> Result<Box<dyn Datapath>, DaemonError> {
+/// Workers after the first open the backend the first one chose, quietly.
+fn open_backend(config: &Config, group: &mut Group) -> Result<Box<dyn Datapath>, DaemonError> {
     let backend = config.server.backend;
     let open = match backend {
-        Backend::Auto => return open_auto(config),
+        Backend::Auto => return open_auto(config, group),
         Backend::Socket => open_socket,
         Backend::Xdp => open_xdp,
         Backend::IoUring => open_io_uring,
         Backend::Rio => open_rio,
     };
-    tracing::info!("backend {backend}: chosen in the config");
-    open(config).map_err(|e| DaemonError::Backend {
+    if group.index == 0 {
+        tracing::info!("backend {backend}: chosen in the config");
+    }
+    open(config, group).map_err(|e| DaemonError::Backend {
         backend,
         reason: Box::new(e),
     })
 }
 
-fn open_auto(config: &Config) -> Result<Box<dyn Datapath>, DaemonError> {
+fn open_auto(config: &Config, group: &mut Group) -> Result<Box<dyn Datapath>, DaemonError> {
     // Windows: RIO, else kernel sockets (XDP and io_uring skip themselves there).
     if cfg!(windows) {
         use crate::datapath::rio::{self, RioError};
@@ -152,7 +370,7 @@ fn open_auto(config: &Config) -> Result<Box<dyn Datapath>, DaemonError> {
     }
     match xdp_unusable(config) {
         Some(why) => tracing::info!("backend auto: xdp skipped: {why}"),
-        None => match open_xdp(config) {
+        None => match open_xdp(config, group) {
             Ok(dp) => {
                 tracing::info!("backend auto: running xdp");
                 return Ok(dp);
@@ -163,7 +381,7 @@ fn open_auto(config: &Config) -> Result<Box<dyn Datapath>, DaemonError> {
             ),
         },
     }
-    match open_io_uring(config) {
+    match open_io_uring(config, group) {
         Ok(dp) => {
             tracing::info!("backend auto: running io_uring");
             return Ok(dp);
@@ -175,7 +393,7 @@ fn open_auto(config: &Config) -> Result<Box<dyn Datapath>, DaemonError> {
         }
         Err(e) => tracing::info!("backend auto: io_uring skipped: {}", chain(&e)),
     }
-    let dp = open_socket(config)?;
+    let dp = open_socket(config, group)?;
     tracing::info!("backend auto: running socket");
     Ok(dp)
 }
@@ -192,15 +410,18 @@ fn chain(e: &dyn std::error::Error) -> String {
     out
 }
 
-fn open_rio(config: &Config) -> Result<Box<dyn Datapath>, DaemonError> {
+fn open_rio(config: &Config, _: &mut Group) -> Result<Box<dyn Datapath>, DaemonError> {
     Ok(crate::datapath::rio::open(
         &config.server.listen,
         &config.rio,
     )?)
 }
 
-fn open_socket(config: &Config) -> Result<Box<dyn Datapath>, DaemonError> {
-    Ok(Box::new(SocketDatapath::bind(&config.server.listen)?))
+fn open_socket(config: &Config, group: &mut Group) -> Result<Box<dyn Datapath>, DaemonError> {
+    Ok(Box::new(SocketDatapath::bind_shared(
+        &config.server.listen,
+        group.reuse_port,
+    )?))
 }
 
 /// Why `auto` does not try XDP, if it does not.
@@ -240,7 +461,7 @@ fn xdp_unusable(config: &Config) -> Option<String> {
 }
 
 #[cfg(target_os = "linux")]
-fn open_io_uring(config: &Config) -> Result<Box<dyn Datapath>, DaemonError> {
+fn open_io_uring(config: &Config, group: &mut Group) -> Result<Box<dyn Datapath>, DaemonError> {
     use crate::datapath::uring::{UringDatapath, UringSettings};
 
     let u = &config.io_uring;
@@ -249,21 +470,22 @@ fn open_io_uring(config: &Config) -> Result<Box<dyn Datapath>, DaemonError> {
         buffers: u.buffers as u16,
         buffer_size: u.buffer_size as usize,
         send_zc: u.send_zc,
+        reuse_port: group.reuse_port,
     };
     Ok(Box::new(UringDatapath::open(&settings)?))
 }
 
 #[cfg(not(target_os = "linux"))]
-fn open_io_uring(_: &Config) -> Result<Box<dyn Datapath>, DaemonError> {
+fn open_io_uring(_: &Config, _: &mut Group) -> Result<Box<dyn Datapath>, DaemonError> {
     Err(DaemonError::Unsupported("io_uring"))
 }
 
 #[cfg(target_os = "linux")]
-fn open_xdp(config: &Config) -> Result<Box<dyn Datapath>, DaemonError> {
+fn open_xdp(config: &Config, group: &mut Group) -> Result<Box<dyn Datapath>, DaemonError> {
     use crate::config::{XdpAttach, XdpTransmit, ZeroCopy};
     use crate::datapath::xdp::program::AttachMode;
     use crate::datapath::xdp::xsk::{CopyMode, XskSizes};
-    use crate::datapath::xdp::{Transmit, XdpDatapath, XdpSettings};
+    use crate::datapath::xdp::{served_queues, Transmit, XdpDatapath, XdpSettings};
 
     let x = config
         .xdp
@@ -294,11 +516,45 @@ fn open_xdp(config: &Config) -> Result<Box<dyn Datapath>, DaemonError> {
             XdpTransmit::AfXdp => Transmit::AfXdp,
             XdpTransmit::Kernel => Transmit::Kernel,
         },
+        reuse_port: group.reuse_port,
     };
-    Ok(Box::new(XdpDatapath::open(&settings)?))
+    // One worker per RX queue at most; each serves every count-th queue.
+    let queues = served_queues(&settings)?;
+    if group.count == 0 {
+        group.count = queues.len();
+    }
+    if group.count > queues.len() {
+        return Err(DaemonError::Workers(format!(
+            "server.workers = {}, but xdp serves {} RX queue(s) of {} ({:?}): a worker needs a \
+             queue of its own (add queues with `ethtool -L {} combined N`, or list them in \
+             xdp.queues)",
+            group.count,
+            queues.len(),
+            x.interface,
+            queues,
+            x.interface
+        )));
+    }
+    let settings = XdpSettings {
+        queues: queues
+            .iter()
+            .copied()
+            .skip(group.index)
+            .step_by(group.count)
+            .collect(),
+        ..settings
+    };
+    match &group.xdp {
+        Some(shared) => Ok(Box::new(XdpDatapath::open_worker(&settings, Some(shared))?)),
+        None => {
+            let datapath = XdpDatapath::open(&settings)?;
+            group.xdp = Some(datapath.shared_program());
+            Ok(Box::new(datapath))
+        }
+    }
 }
 
 #[cfg(not(target_os = "linux"))]
-fn open_xdp(_: &Config) -> Result<Box<dyn Datapath>, DaemonError> {
+fn open_xdp(_: &Config, _: &mut Group) -> Result<Box<dyn Datapath>, DaemonError> {
     Err(DaemonError::Unsupported("xdp"))
 }

@@ -4,6 +4,7 @@
 //! Data flows one way: backend -> RX batch -> [`driver`] -> [`app`] -> driver -> TX batch ->
 //! backend. The driver and the apps never name a backend; a backend never names quinn-proto.
 
+pub mod affinity;
 pub mod app;
 pub mod config;
 pub mod daemon;

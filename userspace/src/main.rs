@@ -92,7 +92,8 @@ fn run(config_path: &std::path::Path, mode: Mode) -> anyhow::Result<()> {
     match mode {
         Mode::Quic => Daemon::new(&config)
             .with_context(|| format!("starting with {}", config_path.display()))?
-            .run(&stop)?,
+            .run(&stop)
+            .with_context(|| format!("serving with {}", config_path.display()))?,
         Mode::UdpEcho => quixd::daemon::run_udp_echo(&config, &stop)
             .with_context(|| format!("udp-echo with {}", config_path.display()))?,
     }

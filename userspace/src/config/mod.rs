@@ -41,6 +41,51 @@ pub struct Server {
     pub busy_poll: bool,
     #[serde(default = "defaults::drain_timeout_ms")]
     pub drain_timeout_ms: u64,
+    /// Worker threads, each with its own QUIC endpoint and its own sockets.
+    #[serde(default)]
+    pub workers: Workers,
+    /// CPUs to pin workers to: worker i runs on `cpus[i % len]`. Empty: not pinned.
+    #[serde(default)]
+    pub cpus: Vec<usize>,
+}
+
+/// How many workers serve: `"auto"` or a count (`server.workers`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Workers {
+    /// One per CPU the process may run on (socket, io_uring); one for xdp.
+    Auto,
+    Count(usize),
+}
+
+impl Default for Workers {
+    fn default() -> Self {
+        Self::Count(1)
+    }
+}
+
+impl<'de> Deserialize<'de> for Workers {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = Workers;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("\"auto\" or a number of workers (1 or more)")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Workers, E> {
+                match v {
+                    "auto" => Ok(Workers::Auto),
+                    _ => Err(E::invalid_value(serde::de::Unexpected::Str(v), &self)),
+                }
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Workers, E> {
+                match usize::try_from(v) {
+                    Ok(n @ 1..=1024) => Ok(Workers::Count(n)),
+                    _ => Err(E::invalid_value(serde::de::Unexpected::Signed(v), &self)),
+                }
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]

@@ -214,3 +214,21 @@ fn example_config_documents_io_uring() {
         "the example shows the defaults"
     );
 }
+
+#[test]
+fn workers_take_auto_or_a_count() {
+    let with = |value: &str| {
+        minimal().replace(
+            "[server]\n",
+            &format!("[server]\nworkers = {value}\ncpus = [1, 0]\n"),
+        )
+    };
+    assert_eq!(parse(&minimal()).unwrap().server.workers, Workers::Count(1));
+    let config = parse(&with("\"auto\"")).unwrap();
+    assert_eq!(config.server.workers, Workers::Auto);
+    assert_eq!(config.server.cpus, [1, 0]);
+    assert_eq!(parse(&with("4")).unwrap().server.workers, Workers::Count(4));
+    for bad in ["0", "-1", "\"many\"", "2.5"] {
+        expect_error(&with(bad), 2, "server.workers", "number of workers");
+    }
+}

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use quinn_proto::crypto::rustls::HandshakeData;
 use quinn_proto::{
-    Connection, ConnectionHandle, DatagramEvent, EcnCodepoint, Endpoint, Event, ServerConfig,
-    Transmit, VarInt,
+    Connection, ConnectionHandle, DatagramEvent, EcnCodepoint, Endpoint, EndpointConfig, Event,
+    ServerConfig, Transmit, VarInt,
 };
 
 use crate::app::{Apps, Session};
@@ -55,6 +55,36 @@ pub struct DriverCounters {
     pub tx_dropped_full: u64,
 }
 
+impl DriverCounters {
+    /// Adds `other`'s counts to these (totals over workers).
+    pub fn add(&mut self, other: &Self) {
+        let Self {
+            rx_datagrams,
+            rx_bytes,
+            tx_transmits,
+            connections_accepted,
+            connections_refused,
+            retries_sent,
+            accept_errors,
+            handshakes_completed,
+            connections_closed,
+            no_application,
+            tx_dropped_full,
+        } = other;
+        self.rx_datagrams += rx_datagrams;
+        self.rx_bytes += rx_bytes;
+        self.tx_transmits += tx_transmits;
+        self.connections_accepted += connections_accepted;
+        self.connections_refused += connections_refused;
+        self.retries_sent += retries_sent;
+        self.accept_errors += accept_errors;
+        self.handshakes_completed += handshakes_completed;
+        self.connections_closed += connections_closed;
+        self.no_application += no_application;
+        self.tx_dropped_full += tx_dropped_full;
+    }
+}
+
 struct Conn {
     quic: Connection,
     session: Option<Session>,
@@ -91,8 +121,19 @@ pub struct Driver {
     counters: DriverCounters,
 }
 
-impl Driver {
-    /// Builds the QUIC endpoint for a datapath with `caps`.
+/// What every worker's endpoint shares, built once: the TLS configuration (certificate and
+/// session-ticket keys, so a ticket from one worker resumes at another), the Retry-token key
+/// (inside quinn-proto's `ServerConfig`) and the stateless-reset key.
+#[derive(Clone)]
+pub struct QuicSetup {
+    server_config: Arc<ServerConfig>,
+    endpoint_config: Arc<EndpointConfig>,
+    max_tx_segments: usize,
+    allow_mtud: bool,
+}
+
+impl QuicSetup {
+    /// The QUIC configuration for datapaths with `caps` (all workers run the same backend).
     pub fn new(config: &Config, caps: &Capabilities) -> Result<Self, SetupError> {
         let apps = Apps::from_config(&config.apps).map_err(SetupError::Root)?;
         let mut transport = config.transport.clone();
@@ -119,11 +160,31 @@ impl Driver {
             max_tx_segments,
         )?);
         let endpoint_config = Arc::new(quic::endpoint_config(&transport)?);
-        // Path MTU discovery only where datagrams are never fragmented (DF set).
-        let endpoint = Endpoint::new(
+        Ok(Self {
+            server_config,
             endpoint_config,
+            max_tx_segments,
+            // Path MTU discovery only where datagrams are never fragmented (DF set).
+            allow_mtud: !caps.may_fragment,
+        })
+    }
+}
+
+impl Driver {
+    /// Builds the QUIC endpoint for a datapath with `caps`.
+    pub fn new(config: &Config, caps: &Capabilities) -> Result<Self, SetupError> {
+        Self::with_setup(config, &QuicSetup::new(config, caps)?)
+    }
+
+    /// Builds one worker's endpoint on the configuration every worker shares.
+    pub fn with_setup(config: &Config, setup: &QuicSetup) -> Result<Self, SetupError> {
+        let apps = Apps::from_config(&config.apps).map_err(SetupError::Root)?;
+        let server_config = setup.server_config.clone();
+        let max_tx_segments = setup.max_tx_segments;
+        let endpoint = Endpoint::new(
+            setup.endpoint_config.clone(),
             Some(server_config.clone()),
-            !caps.may_fragment,
+            setup.allow_mtud,
             None,
         );
         Ok(Self {

@@ -2,7 +2,6 @@
 //! sleep until the next datagram or timer.
 
 use std::io;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use super::Driver;
@@ -31,11 +30,12 @@ impl Default for RunOptions {
     }
 }
 
-/// Runs until `stop` is set and the graceful shutdown completes (or the drain time passes).
+/// Runs until `stop` says so and the graceful shutdown completes (or the drain time passes).
+/// `stop` is asked once per turn: keep it to a few relaxed loads.
 pub fn run(
     driver: &mut Driver,
     datapath: &mut dyn Datapath,
-    stop: &AtomicBool,
+    stop: &dyn Fn() -> bool,
     opts: &RunOptions,
 ) -> io::Result<()> {
     // Each transmit buffer holds a full GSO batch of the largest datagrams.
@@ -43,7 +43,7 @@ pub fn run(
     let mut full = FullBatchLog::default();
     loop {
         let now = Instant::now();
-        if stop.load(Ordering::Relaxed) {
+        if stop() {
             driver.begin_shutdown(now, opts.drain_timeout);
         }
         let received = datapath.recv(&mut |meta, payload| {

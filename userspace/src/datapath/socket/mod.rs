@@ -62,9 +62,15 @@ pub struct SocketDatapath {
 impl SocketDatapath {
     /// Binds one non-blocking UDP socket per address.
     pub fn bind(addrs: &[SocketAddr]) -> Result<Self, SocketError> {
+        Self::bind_shared(addrs, false)
+    }
+
+    /// [`Self::bind`], with `SO_REUSEPORT` when `reuse_port`: each worker binds its own
+    /// socket to the same addresses (reserved first with [`reserve`]).
+    pub fn bind_shared(addrs: &[SocketAddr], reuse_port: bool) -> Result<Self, SocketError> {
         let endpoints = addrs
             .iter()
-            .map(|&addr| open(addr))
+            .map(|&addr| open(addr, reuse_port))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Self {
             endpoints,
@@ -92,13 +98,49 @@ impl SocketDatapath {
     }
 }
 
-fn open(addr: SocketAddr) -> Result<Endpoint, SocketError> {
+/// Checks that every address is free (a plain bind, without `SO_REUSEPORT`) and returns
+/// them with the port the kernel chose for port 0. Workers then bind these with
+/// `SO_REUSEPORT`: a socket holding a port without it (another program, or another quixd that
+/// reserved it the same way) fails here, so two daemons never share a port by accident.
+pub fn reserve(addrs: &[SocketAddr]) -> Result<Vec<SocketAddr>, SocketError> {
+    addrs
+        .iter()
+        .map(|&addr| {
+            let socket = plain_socket(addr)?;
+            socket
+                .bind(&addr.into())
+                .map_err(|source| SocketError::Bind { addr, source })?;
+            let local = socket
+                .local_addr()
+                .ok()
+                .and_then(|a| a.as_socket())
+                .ok_or_else(|| SocketError::Bind {
+                    addr,
+                    source: io::Error::other("the kernel did not say which port it bound"),
+                })?;
+            Ok(local)
+        })
+        .collect()
+}
+
+/// A UDP socket for `addr`'s family; `[::]` is dual-stack.
+fn plain_socket(addr: SocketAddr) -> Result<Socket, SocketError> {
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))
         .map_err(|source| SocketError::Create { addr, source })?;
-    let configure = |source| SocketError::Configure { addr, source };
     if addr.is_ipv6() && addr.ip().is_unspecified() {
         // "[::]:port" serves IPv4 too, like most servers expect.
-        socket.set_only_v6(false).map_err(configure)?;
+        socket
+            .set_only_v6(false)
+            .map_err(|source| SocketError::Configure { addr, source })?;
+    }
+    Ok(socket)
+}
+
+fn open(addr: SocketAddr, reuse_port: bool) -> Result<Endpoint, SocketError> {
+    let socket = plain_socket(addr)?;
+    let configure = |source| SocketError::Configure { addr, source };
+    if reuse_port {
+        set_reuse_port(&socket).map_err(configure)?;
     }
     socket
         .bind(&addr.into())
@@ -366,4 +408,17 @@ fn ecn_to_udp(e: Ecn) -> EcnCodepoint {
         Ecn::Ect1 => EcnCodepoint::Ect1,
         Ecn::Ce => EcnCodepoint::Ce,
     }
+}
+
+#[cfg(unix)]
+pub(crate) fn set_reuse_port(socket: &Socket) -> io::Result<()> {
+    socket.set_reuse_port(true)
+}
+
+#[cfg(not(unix))]
+pub(crate) fn set_reuse_port(_: &Socket) -> io::Result<()> {
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        "SO_REUSEPORT exists only on Unix: run one worker",
+    ))
 }

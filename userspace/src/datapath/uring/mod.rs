@@ -62,6 +62,9 @@ pub struct UringSettings {
     pub buffer_size: usize,
     /// Zero-copy sends (`IORING_OP_SENDMSG_ZC`).
     pub send_zc: bool,
+    /// `SO_REUSEPORT` on every socket: one worker's share of a group (see
+    /// [`crate::datapath::socket::reserve`]).
+    pub reuse_port: bool,
 }
 
 /// Counters of the io_uring backend. Every datagram we drop has its own counter.
@@ -176,7 +179,7 @@ impl UringDatapath {
         let sockets = settings
             .listen
             .iter()
-            .map(|&addr| sock::bind(addr, want_gro))
+            .map(|&addr| sock::bind(addr, want_gro, settings.reuse_port))
             .collect::<Result<Vec<_>, _>>()?;
         let fds: Vec<_> = sockets.iter().map(sock::Bound::fd).collect();
         ring.register_sockets(&fds)?;

@@ -62,8 +62,9 @@ fn setsockopt(
 }
 
 /// Binds `addr` (`[::]:port` is dual-stack) and sets the options above. `gro` asks for
-/// `UDP_GRO` (only when the receive buffers can hold a whole 64 KiB batch).
-pub fn bind(addr: SocketAddr, gro: bool) -> Result<Bound, SocketError> {
+/// `UDP_GRO` (only when the receive buffers can hold a whole 64 KiB batch); `reuse_port`
+/// sets `SO_REUSEPORT` (one worker's socket of a group).
+pub fn bind(addr: SocketAddr, gro: bool, reuse_port: bool) -> Result<Bound, SocketError> {
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))
         .map_err(|source| SocketError::Create { addr, source })?;
     let configure = |source| SocketError::Configure { addr, source };
@@ -71,6 +72,9 @@ pub fn bind(addr: SocketAddr, gro: bool) -> Result<Bound, SocketError> {
     let dual_stack = v6 && addr.ip().is_unspecified();
     if dual_stack {
         socket.set_only_v6(false).map_err(configure)?;
+    }
+    if reuse_port {
+        socket.set_reuse_port(true).map_err(configure)?;
     }
     socket
         .bind(&addr.into())

@@ -16,6 +16,7 @@ fn settings(listen: &str) -> UringSettings {
         buffers: 64,
         buffer_size: 65536,
         send_zc: false,
+        reuse_port: false,
     }
 }
 

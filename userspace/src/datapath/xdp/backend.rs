@@ -10,6 +10,7 @@
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsFd, AsRawFd};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use xdp::slab::{HeapSlab, Slab};
@@ -62,6 +63,47 @@ pub struct XdpSettings {
     pub vlan: Option<u16>,
     /// Which received UDP checksums are accepted (see [`ChecksumPolicy`]).
     pub rx_checksum: ChecksumPolicy,
+    /// Bind the guard sockets with `SO_REUSEPORT`: one worker of several.
+    pub reuse_port: bool,
+}
+
+/// The XDP program of one daemon, shared by its workers: the first worker loads, fills and
+/// attaches it; each later one registers its own queues' sockets in it. Locked at start-up and
+/// for counter reads only, never on the packet path.
+#[derive(Clone)]
+pub struct SharedProgram(Arc<Mutex<XdpProgram>>);
+
+impl SharedProgram {
+    fn lock(&self) -> std::sync::MutexGuard<'_, XdpProgram> {
+        // A worker that panicked while holding it left nothing half-done that matters here.
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The RX queues `settings` serves: those listed, or every queue of the interface.
+pub fn served_queues(settings: &XdpSettings) -> Result<Vec<u32>, XdpError> {
+    if !settings.queues.is_empty() {
+        return Ok(settings.queues.clone());
+    }
+    let name =
+        std::ffi::CString::new(settings.interface.as_str()).map_err(|_| XdpError::Neighbor {
+            interface: settings.interface.clone(),
+            message: "the interface name contains a NUL byte".into(),
+        })?;
+    match xdp::nic::NicIndex::lookup_by_name(&name).ok().flatten() {
+        Some(nic) => rx_queues(&settings.interface, nic.0),
+        // The neighbour table names the interfaces that exist and how to list them.
+        None => {
+            let message = match NeighborTable::by_name(&settings.interface) {
+                Err(e) => e.to_string(),
+                Ok(_) => "the interface vanished while starting".into(),
+            };
+            Err(XdpError::Neighbor {
+                interface: settings.interface.clone(),
+                message,
+            })
+        }
+    }
 }
 
 /// Which path transmits take.
@@ -107,8 +149,11 @@ pub struct XdpDatapath {
     xsks: Vec<Xsk>,
     guard: SocketDatapath,
     neighbors: NeighborTable,
-    // Dropped after the sockets: detaching first would pass their traffic to the kernel.
-    program: XdpProgram,
+    // Dropped after the sockets: detaching first would pass their traffic to the kernel. The
+    // last worker to drop it detaches it.
+    program: SharedProgram,
+    /// Whether this worker loaded the program (and reports its counters).
+    primary: bool,
     interface: String,
     ports: Vec<u16>,
     local_addrs: Vec<SocketAddr>,
@@ -136,11 +181,21 @@ pub struct XdpDatapath {
 const GUARD_CHECK_TURNS: u32 = 64;
 
 impl XdpDatapath {
+    /// Opens the only worker (or the first of several): loads and attaches the program.
     pub fn open(settings: &XdpSettings) -> Result<Self, XdpError> {
+        Self::open_worker(settings, None)
+    }
+
+    /// Opens a worker for `settings.queues`; with `shared`, joins the program a first worker
+    /// loaded instead of loading one.
+    pub fn open_worker(
+        settings: &XdpSettings,
+        shared: Option<&SharedProgram>,
+    ) -> Result<Self, XdpError> {
         let interface = settings.interface.clone();
         // The guard sockets first: they claim the ports, so a second daemon fails here, before
         // touching the interface.
-        let guard = SocketDatapath::bind(&settings.listen)?;
+        let guard = SocketDatapath::bind_shared(&settings.listen, settings.reuse_port)?;
         let local_addrs = guard.capabilities().local_addrs;
         let mut ports: Vec<u16> = local_addrs.iter().map(|a| a.port()).collect();
         ports.sort_unstable();
@@ -155,38 +210,59 @@ impl XdpDatapath {
         } else {
             settings.queues.clone()
         };
-        let mut program = XdpProgram::load()?;
-        program.set_ports(&ports)?;
-        let specific: Vec<IpAddr> = local_addrs
-            .iter()
-            .map(|a| a.ip())
-            .filter(|ip| !ip.is_unspecified())
-            .collect();
-        if specific.len() == local_addrs.len() {
-            for ip in &specific {
-                program.add_address(*ip)?;
-            }
-            program.set_address_filter(true)?;
-        }
-        program.set_max_frame(super::xsk::RX_FRAME_ROOM)?;
         let mut xsks = Vec::with_capacity(queues.len());
         for &queue in &queues {
-            let xsk = Xsk::open(&interface, queue, settings.sizes, settings.copy_mode)?;
-            program.register_xsk(queue, xsk.as_fd())?;
-            xsks.push(xsk);
+            xsks.push(Xsk::open(
+                &interface,
+                queue,
+                settings.sizes,
+                settings.copy_mode,
+            )?);
         }
+        let (program, primary) = match shared {
+            Some(shared) => {
+                let mut program = shared.lock();
+                for xsk in &xsks {
+                    program.register_xsk(xsk.queue, xsk.as_fd())?;
+                }
+                drop(program);
+                tracing::info!(interface, queues = ?queues, "AF_XDP sockets of a further worker registered");
+                (shared.clone(), false)
+            }
+            None => {
+                let mut program = XdpProgram::load()?;
+                program.set_ports(&ports)?;
+                let specific: Vec<IpAddr> = local_addrs
+                    .iter()
+                    .map(|a| a.ip())
+                    .filter(|ip| !ip.is_unspecified())
+                    .collect();
+                if specific.len() == local_addrs.len() {
+                    for ip in &specific {
+                        program.add_address(*ip)?;
+                    }
+                    program.set_address_filter(true)?;
+                }
+                program.set_max_frame(super::xsk::RX_FRAME_ROOM)?;
+                for xsk in &xsks {
+                    program.register_xsk(xsk.queue, xsk.as_fd())?;
+                }
+                let attached = program.attach(&interface, settings.attach)?;
+                let zero_copy = xsks.iter().all(|x| x.zero_copy);
+                tracing::info!(
+                    interface,
+                    mode = %attached,
+                    queues = ?queues,
+                    zero_copy,
+                    ports = ?ports,
+                    "XDP program attached; AF_XDP sockets bound ({})",
+                    if zero_copy { "zero-copy" } else { "copy mode: the driver offers no zero-copy" }
+                );
+                (SharedProgram(Arc::new(Mutex::new(program))), true)
+            }
+        };
         let checksums = resolve_checksums(&interface, settings.rx_checksum);
-        let attached = program.attach(&interface, settings.attach)?;
         let zero_copy = xsks.iter().all(|x| x.zero_copy);
-        tracing::info!(
-            interface,
-            mode = %attached,
-            queues = ?queues,
-            zero_copy,
-            ports = ?ports,
-            "XDP program attached; AF_XDP sockets bound ({})",
-            if zero_copy { "zero-copy" } else { "copy mode: the driver offers no zero-copy" }
-        );
         // In copy mode every AF_XDP frame sent becomes an skb of its own, while the kernel's
         // UDP path sends a GSO batch of up to 64 KiB as one: measured on veth, the kernel
         // path costs less per byte. With zero-copy, frames go to the NIC directly.
@@ -213,6 +289,7 @@ impl XdpDatapath {
             src_mac: neighbors.mac(),
             neighbors,
             program,
+            primary,
             ports,
             local_addrs,
             rx_slab: HeapSlab::with_capacity(RX_BATCH),
@@ -225,6 +302,11 @@ impl XdpDatapath {
             counters: XdpCounters::default(),
             interface,
         })
+    }
+
+    /// The program, for further workers to join ([`Self::open_worker`]).
+    pub fn shared_program(&self) -> SharedProgram {
+        self.program.clone()
     }
 
     pub fn xdp_counters(&self) -> &XdpCounters {
@@ -519,7 +601,9 @@ impl Datapath for XdpDatapath {
             ("xsk_rx_fill_ring_empty", stats[4]),
             ("xsk_tx_ring_empty", stats[5]),
         ]);
-        if let Ok(p) = self.program.counters() {
+        // One worker reports the program's counters: they are the interface's, not its own.
+        let program = self.primary.then(|| self.program.lock().counters());
+        if let Some(Ok(p)) = program {
             out.extend([
                 ("prog_redirected", p.redirected),
                 ("prog_passed", p.passed),

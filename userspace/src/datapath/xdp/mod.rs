@@ -10,4 +10,4 @@ pub mod program;
 mod sys;
 pub mod xsk;
 
-pub use backend::{Transmit, XdpDatapath, XdpError, XdpSettings};
+pub use backend::{served_queues, SharedProgram, Transmit, XdpDatapath, XdpError, XdpSettings};

@@ -1,0 +1,132 @@
+//! (h) Several workers (`server.workers`): each its own endpoint and its own SO_REUSEPORT
+//! sockets. Clients on many ports are spread over the workers by the kernel; every worker
+//! serves; session tickets from one worker give 0-RTT at another (shared keys); a second
+//! daemon cannot join the port group.
+
+use std::time::Duration;
+
+use crate::harness::*;
+
+e2e_tests!(
+    [
+        socket = Socket,
+        socket_netns = SocketNetns,
+        io_uring = IoUring,
+        io_uring_netns = IoUringNetns,
+    ] {
+        two_workers_serve_and_share_session_keys(4),
+        a_second_daemon_cannot_join_the_workers_port,
+    }
+);
+
+/// Client endpoints (one port each) after the first connection; with two workers the chance
+/// that the kernel's hash puts all of them on one worker is 2^-15.
+const CLIENTS: usize = 16;
+
+/// `worker=N` and the value of `name` on each per-worker `datapath counters:` line.
+fn per_worker(log: &str, name: &str) -> Vec<(usize, u64)> {
+    log.lines()
+        .filter(|l| l.contains("datapath counters:") && l.contains("worker="))
+        .filter_map(|l| {
+            let field = |key: &str| {
+                l.split_whitespace()
+                    .find_map(|w| w.strip_prefix(key))
+                    .and_then(|v| v.trim_matches('"').parse::<u64>().ok())
+            };
+            Some((field("worker=")? as usize, field(&format!("{name}="))?))
+        })
+        .collect()
+}
+
+async fn two_workers_serve_and_share_session_keys(t: Backend) {
+    let fx = Fixture::new(t);
+    let data = random_bytes(50_000, run_seed());
+    fx.put("f.bin", &data);
+    let cfg = fx
+        .config()
+        .workers("2")
+        .transport("resumption", "true")
+        .transport("zero_rtt", "true");
+    let mut d = fx.start(&cfg).await;
+    let addr = d.addr();
+    let trust = fx.trust();
+    let accepted = bounded(Duration::from_secs(120), async {
+        // One client config for all: its session cache carries the ticket of the first
+        // connection to every later one.
+        let ccfg = client_config(&trust, &[ALPN_HQ], true);
+        let ep = fx.client.endpoint(addr);
+        let conn = connect(&ep, &ccfg, addr).await;
+        assert_same_bytes(&hq_get(&conn, "/f.bin").await, &data, "first GET");
+        // Session tickets arrive right after the handshake; leave them time to be processed.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        conn.close(0u32.into(), b"done");
+        ep.wait_idle().await;
+        let mut accepted = Vec::new();
+        for c in 0..CLIENTS {
+            // A new endpoint: a new port, hashed to either worker.
+            let ep = fx.client.endpoint(addr);
+            let connecting = ep.connect_with(ccfg.clone(), addr, "localhost").unwrap();
+            let (conn, zero_rtt) = match connecting.into_0rtt() {
+                Ok((conn, zero_rtt)) => {
+                    let ok = tokio::time::timeout(Duration::from_secs(10), zero_rtt)
+                        .await
+                        .unwrap_or_else(|_| panic!("client {c}: ZeroRttAccepted hung"));
+                    (conn, Some(ok))
+                }
+                Err(_) => panic!("client {c}: no session ticket for 0-RTT"),
+            };
+            let what = format!("client {c}: GET /f.bin");
+            assert_same_bytes(&hq_get(&conn, "/f.bin").await, &data, &what);
+            accepted.push(zero_rtt);
+            conn.close(0u32.into(), b"done");
+            ep.wait_idle().await;
+        }
+        accepted
+    })
+    .await;
+    d.assert_alive();
+    d.signal(libc::SIGTERM);
+    let status = d.wait_exit(Duration::from_secs(15)).await;
+    let log = d.output();
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "exit after SIGTERM: {status:?}\n{log}"
+    );
+    assert!(
+        accepted.iter().all(|a| *a == Some(true)),
+        "0-RTT refused on some connections (a worker with other ticket keys?): {accepted:?}"
+    );
+    let workers = per_worker(&log, "rx_datagrams");
+    let mut ids: Vec<usize> = workers.iter().map(|(w, _)| *w).collect();
+    ids.sort_unstable();
+    assert_eq!(ids, [0, 1], "one counters line per worker:\n{log}");
+    assert!(
+        workers.iter().all(|(_, rx)| *rx > 0),
+        "a worker received nothing from {CLIENTS} client ports: {workers:?}\n{log}"
+    );
+    assert!(
+        log.contains("totals over workers"),
+        "no totals line at shutdown:\n{log}"
+    );
+}
+
+async fn a_second_daemon_cannot_join_the_workers_port(t: Backend) {
+    let fx = Fixture::new(t);
+    let cfg = fx.config().workers("2");
+    let mut first = fx.start(&cfg).await;
+    // The same addresses as bound (port 0 resolved), with workers too.
+    let taken: Vec<String> = first.addrs.iter().map(|a| a.to_string()).collect();
+    let taken: Vec<&str> = taken.iter().map(String::as_str).collect();
+    let second_cfg = fx.write_config(&cfg.clone().listen(&taken));
+    let (status, stderr, _) = fx
+        .run_quixd(
+            &["run".as_ref(), "--config".as_ref(), second_cfg.as_os_str()],
+            Duration::from_secs(20),
+        )
+        .await;
+    assert!(
+        !status.success() && stderr.contains("in use"),
+        "a second daemon on the same port must fail naming the cause: {status:?}\n{stderr}"
+    );
+    first.assert_alive();
+}

@@ -1,0 +1,97 @@
+//! Per-queue workers on the XDP backend: `server.workers = "auto"` on a two-queue veth runs
+//! two workers, each with the AF_XDP socket of its own queue and its own endpoint, under one
+//! XDP program; flows spread over the queues reach both, and the program leaves the interface
+//! when the last worker stops.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::daemon::{
+    bounded, client, connect, driver_counter, get, hq_get, ip_xdp, runtime, Quixd, Site, PORT,
+};
+use crate::netns::{privileged, TestNet};
+
+/// Client endpoints, one UDP port each: with two queues, the chance that the client veth's
+/// flow hash puts all of them on one queue is 2^-15.
+const CLIENTS: usize = 16;
+
+/// `worker=N` and the value of `name` on each per-worker `datapath counters:` line.
+fn per_worker(log: &str, name: &str) -> Vec<(u64, u64)> {
+    log.lines()
+        .filter(|l| l.contains("datapath counters:") && l.contains("worker="))
+        .filter_map(|l| {
+            let field = |key: &str| {
+                l.split_whitespace()
+                    .find_map(|w| w.strip_prefix(key))
+                    .and_then(|v| v.trim_matches('"').parse::<u64>().ok())
+            };
+            Some((field("worker=")?, field(&format!("{name}="))?))
+        })
+        .collect()
+}
+
+#[test]
+fn daemon_workers_one_per_queue() {
+    if !privileged("daemon_workers_one_per_queue") {
+        return;
+    }
+    let net = TestNet::with_queues(2);
+    let site = Site::new();
+    site.put("hello.txt", b"hello from a worker\n");
+    let listen = [SocketAddr::new(net.server_v4.into(), PORT)];
+    let config = site.config(&net.server_if, "driver", &listen, "");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text.replace("[server]\n", "[server]\nworkers = \"auto\"\n"),
+    )
+    .unwrap();
+    let mut daemon = Quixd::start(&net.server_ns, &config, 1);
+    assert!(
+        daemon.log().contains("workers=2"),
+        "`auto` on a two-queue veth should run two workers:\n{}",
+        daemon.log()
+    );
+    let addr = daemon.addrs[0];
+    runtime().block_on(async {
+        for c in 0..CLIENTS {
+            let endpoint = client(&net, false, &site.cert, "hq-interop");
+            let conn = connect(&endpoint, addr).await;
+            let body = bounded(Duration::from_secs(20), "GET /hello.txt", async {
+                hq_get(&conn, "/hello.txt", None).await
+            })
+            .await;
+            assert_eq!(body, b"hello from a worker\n", "client {c}");
+            conn.close(0u32.into(), b"done");
+            bounded(Duration::from_secs(5), "client close", endpoint.wait_idle()).await;
+        }
+    });
+    let stopped = daemon.terminate();
+    let workers = per_worker(&stopped.log, "rx_datagrams");
+    let mut ids: Vec<u64> = workers.iter().map(|(w, _)| *w).collect();
+    ids.sort_unstable();
+    assert_eq!(
+        ids,
+        [0, 1],
+        "one counters line per worker:\n{}",
+        stopped.log
+    );
+    assert!(
+        workers.iter().all(|(_, rx)| *rx > 0),
+        "a worker received nothing from {CLIENTS} flows: {workers:?}"
+    );
+    // The totals: every datagram through AF_XDP, none through the guard sockets.
+    let c = &stopped.counters;
+    let total: u64 = workers.iter().map(|(_, rx)| rx).sum();
+    assert_eq!(get(c, "rx_datagrams"), total, "{c:?}");
+    assert_eq!(get(c, "guard_rx"), 0, "{c:?}");
+    assert_eq!(
+        driver_counter(&stopped.log, "handshakes_completed"),
+        CLIENTS as u64
+    );
+    assert_eq!(
+        ip_xdp(&net),
+        None,
+        "still attached after the last worker stopped"
+    );
+}
