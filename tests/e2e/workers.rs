@@ -1,11 +1,13 @@
 //! (h) Several workers (`server.workers`): each its own endpoint and its own SO_REUSEPORT
 //! sockets. Clients on many ports are spread over the workers by the kernel; every worker
 //! serves; session tickets from one worker give 0-RTT at another (shared keys); a second
-//! daemon cannot join the port group.
+//! daemon cannot join the port group; a client whose port keeps changing (NAT rebinding) stays
+//! on the worker that owns its connection (steering by connection ID, which needs CAP_BPF).
 
 use std::time::Duration;
 
 use crate::harness::*;
+use crate::netns::privileged;
 
 e2e_tests!(
     [
@@ -16,6 +18,7 @@ e2e_tests!(
     ] {
         two_workers_serve_and_share_session_keys(4),
         a_second_daemon_cannot_join_the_workers_port,
+        a_rebinding_client_stays_on_its_worker,
     }
 );
 
@@ -129,4 +132,81 @@ async fn a_second_daemon_cannot_join_the_workers_port(t: Backend) {
         "a second daemon on the same port must fail naming the cause: {status:?}\n{stderr}"
     );
     first.assert_alive();
+}
+
+/// Rebinds per connection: by address hash alone, all of them reaching the owning worker has
+/// a chance of 2^-12.
+const REBINDS: usize = 12;
+
+async fn a_rebinding_client_stays_on_its_worker(t: Backend) {
+    // Loading the steering program needs CAP_BPF; without it the daemon runs unsteered.
+    if !privileged("a_rebinding_client_stays_on_its_worker") {
+        return;
+    }
+    let fx = Fixture::new(t);
+    let data = random_bytes(30_000, run_seed());
+    fx.put("f.bin", &data);
+    let mut d = fx.start(&fx.config().workers("2")).await;
+    let addr = d.addr();
+    let trust = fx.trust();
+    bounded(Duration::from_secs(120), async {
+        let ep = fx.client.endpoint(addr);
+        let ccfg = client_config(&trust, &[ALPN_HQ], false);
+        let conn = connect(&ep, &ccfg, addr).await;
+        assert_same_bytes(
+            &hq_get(&conn, "/f.bin").await,
+            &data,
+            "GET before rebinding",
+        );
+        for r in 0..REBINDS {
+            // A new local port, as after a NAT rebinding: only the connection ID still says
+            // which worker owns the connection.
+            ep.rebind(fx.client.bind_udp(addr))
+                .unwrap_or_else(|e| panic!("rebind {r}: {e}"));
+            let what = format!("GET after rebind {r}");
+            assert_same_bytes(&hq_get(&conn, "/f.bin").await, &data, &what);
+        }
+        conn.close(0u32.into(), b"done");
+        ep.wait_idle().await;
+    })
+    .await;
+    d.assert_alive();
+    d.signal(libc::SIGTERM);
+    let status = d.wait_exit(Duration::from_secs(15)).await;
+    let log = d.output();
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "exit: {status:?}\n{log}"
+    );
+    assert!(
+        !log.contains("steering is off"),
+        "connection-ID steering did not start:\n{log}"
+    );
+    let totals = counters(&log);
+    assert!(
+        totals.get("steer_by_cid").copied().unwrap_or(0) > 0,
+        "no packet steered by connection ID: {totals:?}"
+    );
+    assert_eq!(
+        driver_total(&log, "connections_accepted"),
+        1,
+        "one connection, kept across {REBINDS} rebinds"
+    );
+}
+
+/// A field of the totals line `stopped (totals over workers) driver=DriverCounters {..}`.
+fn driver_total(log: &str, name: &str) -> u64 {
+    let line = log
+        .lines()
+        .find(|l| l.contains("totals over workers"))
+        .unwrap_or_else(|| panic!("no totals line:\n{log}"));
+    let key = format!(" {name}: ");
+    let rest = &line[line
+        .find(&key)
+        .unwrap_or_else(|| panic!("no `{name}` in {line}"))
+        + key.len()..];
+    rest.split(|c: char| !c.is_ascii_digit())
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no value for `{name}` in {line}"))
 }

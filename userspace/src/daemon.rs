@@ -3,10 +3,14 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
+#[cfg(target_os = "linux")]
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::config::{Backend, Config, Workers};
 use crate::datapath::socket::{SocketDatapath, SocketError};
+#[cfg(target_os = "linux")]
+use crate::datapath::steer::{ReuseportSteering, SteerError};
 use crate::datapath::Datapath;
 use crate::driver::{self, Driver, DriverCounters, QuicSetup, RunOptions, SetupError};
 
@@ -71,6 +75,10 @@ struct Group {
     /// The XDP program the first worker loaded; the others register their queues in it.
     #[cfg(target_os = "linux")]
     xdp: Option<crate::datapath::xdp::SharedProgram>,
+    /// Connection-ID steering over the workers' sockets, one program per served address
+    /// (socket and io_uring backends).
+    #[cfg(target_os = "linux")]
+    steer: Option<Arc<Mutex<Vec<ReuseportSteering>>>>,
 }
 
 impl Daemon {
@@ -96,7 +104,7 @@ impl Daemon {
             reuse_port,
             ..Group::default()
         };
-        let datapath = open_datapath(&config, &mut group)?;
+        let datapath = open_backend(&config, &mut group)?;
         if group.count == 0 {
             group.count = if reuse_port { cpus } else { 1 };
         }
@@ -117,7 +125,7 @@ impl Daemon {
         };
         config.server.listen = caps.local_addrs.clone();
         let setup = QuicSetup::new(&config, &caps)?;
-        let driver = Driver::with_setup(&config, &setup)?;
+        let driver = Driver::with_setup(&config, &setup, 0)?;
         tracing::info!(
             backend = datapath.name(),
             workers = group.count,
@@ -208,6 +216,7 @@ impl Daemon {
                     Err(_) => break,
                 }
             }
+            announce(first.datapath.name(), &config.server.listen);
             pin(config, 0);
             let mut reports = vec![first.run(&stopping, options)];
             if reports[0].is_err() {
@@ -234,6 +243,18 @@ impl Daemon {
                 }
             }
         }
+        #[cfg(target_os = "linux")]
+        if let Some(steer) = &group.steer {
+            let all = steer.lock().unwrap_or_else(|e| e.into_inner());
+            for steering in all.iter() {
+                for (name, value) in steering.counters().unwrap_or_default() {
+                    match datapath.iter_mut().find(|(n, _)| *n == name) {
+                        Some((_, total)) => *total += value,
+                        None => datapath.push((name, value)),
+                    }
+                }
+            }
+        }
         if workers > 1 {
             tracing::info!(driver = ?driver, workers, "stopped (totals over workers)");
             log_counters(backend, &datapath, None);
@@ -254,7 +275,7 @@ impl Worker {
     /// queues' AF_XDP sockets, registered in the first worker's program).
     fn open(config: &Config, setup: &QuicSetup, mut group: Group) -> Result<Self, DaemonError> {
         let datapath = open_backend(config, &mut group)?;
-        let driver = Driver::with_setup(config, setup)?;
+        let driver = Driver::with_setup(config, setup, worker_id(group.index)?)?;
         tracing::debug!(worker = group.index, "worker ready");
         Ok(Self {
             index: group.index,
@@ -282,6 +303,15 @@ impl Worker {
     }
 }
 
+/// Worker `index`'s id in the connection IDs it issues (one octet).
+fn worker_id(index: usize) -> Result<u8, DaemonError> {
+    u8::try_from(index).map_err(|_| {
+        DaemonError::Workers(format!(
+            "worker {index}: at most 256 workers (connection IDs carry the worker in one octet)"
+        ))
+    })
+}
+
 /// Pins the calling thread to its CPU from `server.cpus`, if any (best effort, logged).
 fn pin(config: &Config, index: usize) {
     let cpus = &config.server.cpus;
@@ -300,7 +330,8 @@ fn pin(config: &Config, index: usize) {
 /// `quixd udp-echo`: the configured backend echoing raw UDP datagrams, no QUIC (see
 /// [`crate::echo`]). Runs until `stop` is set.
 pub fn run_udp_echo(config: &Config, stop: &AtomicBool) -> Result<(), DaemonError> {
-    let mut datapath = open_datapath(config, &mut Group::default())?;
+    let mut datapath = open_backend(config, &mut Group::default())?;
+    announce(datapath.name(), &datapath.capabilities().local_addrs);
     tracing::info!(backend = datapath.name(), "udp-echo ready (no QUIC)");
     let counters = crate::echo::run(datapath.as_mut(), stop, config.server.busy_poll)?;
     datapath.close();
@@ -322,13 +353,12 @@ fn log_counters(backend: &str, counters: &[(&'static str, u64)], worker: Option<
     }
 }
 
-/// Opens the backend the config asks for and logs each address it serves (`listening`).
-fn open_datapath(config: &Config, group: &mut Group) -> Result<Box<dyn Datapath>, DaemonError> {
-    let datapath = open_backend(config, group)?;
-    for addr in &datapath.capabilities().local_addrs {
-        tracing::info!(addr = %addr, backend = datapath.name(), "listening");
+/// Logs each address served (`listening`): once every worker is bound, so that no peer is
+/// hashed over a reuseport group that is still growing.
+fn announce(backend: &str, addrs: &[std::net::SocketAddr]) {
+    for addr in addrs {
+        tracing::info!(addr = %addr, backend, "listening");
     }
-    Ok(datapath)
 }
 
 /// Opens the backend the config asks for. One named explicitly that cannot start is an error
@@ -418,10 +448,51 @@ fn open_rio(config: &Config, _: &mut Group) -> Result<Box<dyn Datapath>, DaemonE
 }
 
 fn open_socket(config: &Config, group: &mut Group) -> Result<Box<dyn Datapath>, DaemonError> {
-    Ok(Box::new(SocketDatapath::bind_shared(
-        &config.server.listen,
-        group.reuse_port,
-    )?))
+    let datapath = SocketDatapath::bind_shared(&config.server.listen, group.reuse_port)?;
+    #[cfg(target_os = "linux")]
+    steer_sockets(group, datapath.sockets());
+    Ok(Box::new(datapath))
+}
+
+/// Registers this worker's sockets for connection-ID steering (the first worker loads and
+/// attaches a program per address). Without it (no CAP_BPF, or an old kernel) peers are
+/// spread by address hash only, which a migrating client can fall foul of: logged once.
+#[cfg(target_os = "linux")]
+fn steer_sockets<'a>(group: &mut Group, sockets: impl Iterator<Item = &'a std::net::UdpSocket>) {
+    if !group.reuse_port {
+        return;
+    }
+    let Ok(worker) = u8::try_from(group.index) else {
+        return;
+    };
+    let result = if group.index == 0 {
+        sockets
+            .map(|socket| {
+                let mut steering = ReuseportSteering::load()?;
+                steering.register(worker, socket)?;
+                steering.attach(socket)?;
+                Ok(steering)
+            })
+            .collect::<Result<Vec<_>, SteerError>>()
+            .map(|all| group.steer = Some(Arc::new(Mutex::new(all))))
+    } else if let Some(steer) = &group.steer {
+        let mut all = steer.lock().unwrap_or_else(|e| e.into_inner());
+        all.iter_mut()
+            .zip(sockets)
+            .try_for_each(|(steering, socket)| steering.register(worker, socket))
+    } else {
+        Ok(())
+    };
+    if let Err(e) = result {
+        group.steer = None;
+        tracing::warn!(
+            worker = group.index,
+            "connection-ID steering is off ({}): packets reach workers by address hash only, \
+             so a client whose address changes may land on a worker that does not know its \
+             connection. It needs CAP_BPF (or root).",
+            chain(&e)
+        );
+    }
 }
 
 /// Why `auto` does not try XDP, if it does not.
@@ -472,7 +543,9 @@ fn open_io_uring(config: &Config, group: &mut Group) -> Result<Box<dyn Datapath>
         send_zc: u.send_zc,
         reuse_port: group.reuse_port,
     };
-    Ok(Box::new(UringDatapath::open(&settings)?))
+    let datapath = UringDatapath::open(&settings)?;
+    steer_sockets(group, datapath.sockets());
+    Ok(Box::new(datapath))
 }
 
 #[cfg(not(target_os = "linux"))]

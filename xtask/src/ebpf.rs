@@ -1,4 +1,4 @@
-//! `build-ebpf` and `check-ebpf`: compile the XDP program in `ebpf/` with clang.
+//! `build-ebpf` and `check-ebpf`: compile the eBPF programs in `ebpf/` with clang.
 //!
 //! The object is committed so that building the daemon needs no BPF toolchain. It must be
 //! reproducible: `-g` (needed for BTF) makes clang record the build directory, so the ebpf
@@ -14,10 +14,12 @@ use clap::Args;
 
 use crate::workspace_root;
 
-/// The program source, relative to the ebpf directory.
-const SOURCE: &str = "quixd_xdp.c";
-/// The committed object, relative to the ebpf directory.
-const OBJECT: &str = "quixd_xdp.o";
+/// Each program's source and committed object, relative to the ebpf directory: the XDP
+/// steering program and the SO_REUSEPORT one.
+const PROGRAMS: [(&str, &str); 2] = [
+    ("quixd_xdp.c", "quixd_xdp.o"),
+    ("quixd_reuseport.c", "quixd_reuseport.o"),
+];
 /// The clang release the committed object is built with (Debian 12's `clang` package).
 /// Another release compiles fine but gives different bytes, so `check-ebpf` would fail.
 const PINNED_CLANG: &str = "14.0.6";
@@ -29,7 +31,7 @@ pub struct BuildArgs {
     clang: String,
 }
 
-/// `cargo xtask build-ebpf`: (re)writes `ebpf/quixd_xdp.o`.
+/// `cargo xtask build-ebpf`: (re)writes the objects in `ebpf/`.
 pub fn build(args: &BuildArgs) -> Result<()> {
     let ebpf_dir = ebpf_dir()?;
     let version = clang_version(&args.clang)?;
@@ -40,34 +42,41 @@ pub fn build(args: &BuildArgs) -> Result<()> {
              {PINNED_CLANG} is used"
         );
     }
-    let out = ebpf_dir.join(OBJECT);
-    compile(&args.clang, &ebpf_dir, &out)?;
-    let len = fs::metadata(&out)
-        .with_context(|| format!("reading {}", out.display()))?
-        .len();
-    println!("built {} ({len} bytes) with {version}", out.display());
+    for (source, object) in PROGRAMS {
+        let out = ebpf_dir.join(object);
+        compile(&args.clang, &ebpf_dir, source, &out)?;
+        let len = fs::metadata(&out)
+            .with_context(|| format!("reading {}", out.display()))?
+            .len();
+        println!("built {} ({len} bytes) with {version}", out.display());
+    }
     Ok(())
 }
 
 /// `cargo xtask check-ebpf`: rebuilds into a temporary directory and compares with the
 /// committed object.
 pub fn check(args: &BuildArgs) -> Result<()> {
+    let version = clang_version(&args.clang)?;
+    for (source, object) in PROGRAMS {
+        check_one(args, &version, source, object)?;
+    }
+    Ok(())
+}
+
+fn check_one(args: &BuildArgs, version: &str, source: &str, object: &str) -> Result<()> {
     let ebpf_dir = ebpf_dir()?;
-    let committed_path = ebpf_dir.join(OBJECT);
+    let committed_path = ebpf_dir.join(object);
     let committed = fs::read(&committed_path).with_context(|| {
         format!(
             "reading the committed object {} (run `cargo xtask build-ebpf`)",
             committed_path.display()
         )
     })?;
-    let version = clang_version(&args.clang)?;
-
     let tmp = TempDir::new("quixd-check-ebpf")?;
-    let rebuilt_path = tmp.path().join(OBJECT);
-    compile(&args.clang, &ebpf_dir, &rebuilt_path)?;
+    let rebuilt_path = tmp.path().join(object);
+    compile(&args.clang, &ebpf_dir, source, &rebuilt_path)?;
     let rebuilt =
         fs::read(&rebuilt_path).with_context(|| format!("reading {}", rebuilt_path.display()))?;
-
     if rebuilt != committed {
         let first_difference = committed
             .iter()
@@ -75,7 +84,7 @@ pub fn check(args: &BuildArgs) -> Result<()> {
             .position(|(a, b)| a != b)
             .unwrap_or_else(|| committed.len().min(rebuilt.len()));
         let hint = if version.contains(PINNED_CLANG) {
-            "run `cargo xtask build-ebpf` and commit ebpf/quixd_xdp.o".to_string()
+            format!("run `cargo xtask build-ebpf` and commit ebpf/{object}")
         } else {
             format!(
                 "this is `{version}` but the committed object is built with clang \
@@ -83,7 +92,7 @@ pub fn check(args: &BuildArgs) -> Result<()> {
             )
         };
         bail!(
-            "ebpf/{OBJECT} is stale: rebuilding ebpf/{SOURCE} gives a different object \
+            "ebpf/{object} is stale: rebuilding ebpf/{source} gives a different object \
              (committed {} bytes, rebuilt {} bytes, first difference at byte {first_difference}); \
              {hint}",
             committed.len(),
@@ -91,7 +100,7 @@ pub fn check(args: &BuildArgs) -> Result<()> {
         );
     }
     println!(
-        "ebpf/{OBJECT} is up to date ({} bytes, {version})",
+        "ebpf/{object} is up to date ({} bytes, {version})",
         committed.len()
     );
     Ok(())
@@ -104,8 +113,8 @@ fn ebpf_dir() -> Result<PathBuf> {
         .with_context(|| format!("finding the eBPF source directory {}", dir.display()))
 }
 
-/// Runs clang from inside `ebpf_dir` and writes the object to `out`.
-fn compile(clang: &str, ebpf_dir: &Path, out: &Path) -> Result<()> {
+/// Runs clang on `source` from inside `ebpf_dir` and writes the object to `out`.
+fn compile(clang: &str, ebpf_dir: &Path, source: &str, out: &Path) -> Result<()> {
     let mut cmd = Command::new(clang);
     cmd.current_dir(ebpf_dir)
         .args(["-O2", "-g", "-target", "bpf", "-Wall", "-Wextra", "-Werror"]);
@@ -115,7 +124,7 @@ fn compile(clang: &str, ebpf_dir: &Path, out: &Path) -> Result<()> {
         cmd.arg(format!("-I{}", multiarch.display()));
     }
     cmd.arg(format!("-ffile-prefix-map={}=.", ebpf_dir.display()))
-        .args(["-c", SOURCE, "-o"])
+        .args(["-c", source, "-o"])
         .arg(out);
     let status = cmd
         .status()

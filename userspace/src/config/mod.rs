@@ -69,7 +69,7 @@ impl<'de> Deserialize<'de> for Workers {
         impl serde::de::Visitor<'_> for Visitor {
             type Value = Workers;
             fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("\"auto\" or a number of workers (1 or more)")
+                f.write_str("\"auto\" or a number of workers (1 to 256)")
             }
             fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Workers, E> {
                 match v {
@@ -79,7 +79,7 @@ impl<'de> Deserialize<'de> for Workers {
             }
             fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Workers, E> {
                 match usize::try_from(v) {
-                    Ok(n @ 1..=1024) => Ok(Workers::Count(n)),
+                    Ok(n @ 1..=256) => Ok(Workers::Count(n)),
                     _ => Err(E::invalid_value(serde::de::Unexpected::Signed(v), &self)),
                 }
             }

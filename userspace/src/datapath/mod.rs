@@ -25,6 +25,8 @@ pub mod rio;
 pub mod slots;
 pub mod socket;
 #[cfg(target_os = "linux")]
+pub mod steer;
+#[cfg(target_os = "linux")]
 pub mod uring;
 #[cfg(unix)]
 mod wait;

@@ -19,6 +19,7 @@ use crate::app::{Apps, Session};
 use crate::config::Config;
 use crate::datapath::{Capabilities, Ecn, RxMeta, TxBatch, TxMeta, MAX_GSO_BYTES};
 
+pub mod cid;
 pub mod quic;
 mod run;
 
@@ -127,7 +128,8 @@ pub struct Driver {
 #[derive(Clone)]
 pub struct QuicSetup {
     server_config: Arc<ServerConfig>,
-    endpoint_config: Arc<EndpointConfig>,
+    /// Everything but the connection ID generator, which is each worker's own.
+    endpoint_config: EndpointConfig,
     max_tx_segments: usize,
     allow_mtud: bool,
 }
@@ -159,7 +161,7 @@ impl QuicSetup {
             apps.alpns(),
             max_tx_segments,
         )?);
-        let endpoint_config = Arc::new(quic::endpoint_config(&transport)?);
+        let endpoint_config = quic::endpoint_config(&transport)?;
         Ok(Self {
             server_config,
             endpoint_config,
@@ -173,16 +175,19 @@ impl QuicSetup {
 impl Driver {
     /// Builds the QUIC endpoint for a datapath with `caps`.
     pub fn new(config: &Config, caps: &Capabilities) -> Result<Self, SetupError> {
-        Self::with_setup(config, &QuicSetup::new(config, caps)?)
+        Self::with_setup(config, &QuicSetup::new(config, caps)?, 0)
     }
 
-    /// Builds one worker's endpoint on the configuration every worker shares.
-    pub fn with_setup(config: &Config, setup: &QuicSetup) -> Result<Self, SetupError> {
+    /// Builds worker `worker`'s endpoint on the configuration every worker shares; the
+    /// connection IDs it issues name it ([`cid`]).
+    pub fn with_setup(config: &Config, setup: &QuicSetup, worker: u8) -> Result<Self, SetupError> {
         let apps = Apps::from_config(&config.apps).map_err(SetupError::Root)?;
         let server_config = setup.server_config.clone();
         let max_tx_segments = setup.max_tx_segments;
+        let mut endpoint_config = setup.endpoint_config.clone();
+        endpoint_config.cid_generator(move || Box::new(cid::WorkerCids::new(worker)));
         let endpoint = Endpoint::new(
-            setup.endpoint_config.clone(),
+            Arc::new(endpoint_config),
             Some(server_config.clone()),
             setup.allow_mtud,
             None,

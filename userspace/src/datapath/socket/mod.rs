@@ -83,6 +83,11 @@ impl SocketDatapath {
         })
     }
 
+    /// The bound sockets, in the order of the addresses given to bind.
+    pub fn sockets(&self) -> impl Iterator<Item = &UdpSocket> {
+        self.endpoints.iter().map(|e| &e.socket)
+    }
+
     pub fn socket_counters(&self) -> &SocketCounters {
         &self.counters
     }

@@ -156,6 +156,11 @@ pub struct UringDatapath {
 }
 
 impl UringDatapath {
+    /// The bound sockets, in the order of `settings.listen`.
+    pub fn sockets(&self) -> impl Iterator<Item = &std::net::UdpSocket> {
+        self.sockets.iter().map(|b| &b.socket)
+    }
+
     /// Sets up the ring (failing before any port is bound if the kernel refuses io_uring),
     /// binds the sockets, registers them and arms the receives.
     pub fn open(settings: &UringSettings) -> Result<Self, UringError> {
