@@ -312,6 +312,8 @@ pub struct ServerConfig {
     pub drain_timeout_ms: Option<u64>,
     /// `server.workers`, as a raw TOML value (`2`, `"auto"`); `None` leaves the default.
     pub workers: Option<String>,
+    /// `server.server_id` (hex); `None` leaves the default (none).
+    pub server_id: Option<String>,
     pub tls: TlsSetup,
     /// `[transport]` entries, as raw TOML values (e.g. `("retry", "true")`).
     pub transport: BTreeMap<String, String>,
@@ -360,6 +362,11 @@ impl ServerConfig {
         self
     }
 
+    pub fn server_id(mut self, hex: &str) -> Self {
+        self.server_id = Some(hex.to_string());
+        self
+    }
+
     pub fn listen(mut self, addrs: &[&str]) -> Self {
         self.listen = addrs.iter().map(|s| s.to_string()).collect();
         self
@@ -376,6 +383,9 @@ impl ServerConfig {
         }
         if let Some(workers) = &self.workers {
             writeln!(s, "workers = {workers}").unwrap();
+        }
+        if let Some(id) = &self.server_id {
+            writeln!(s, "server_id = {}", toml_str(id)).unwrap();
         }
         writeln!(s).unwrap();
         writeln!(s, "[tls]").unwrap();
@@ -535,6 +545,7 @@ impl Fixture {
             listen: self.listen_addrs(),
             drain_timeout_ms: None,
             workers: None,
+            server_id: None,
             tls: TlsSetup::Files {
                 cert: self.cert_path.clone(),
                 key: self.key_path.clone(),

@@ -146,7 +146,10 @@ async fn a_rebinding_client_stays_on_its_worker(t: Backend) {
     let fx = Fixture::new(t);
     let data = random_bytes(30_000, run_seed());
     fx.put("f.bin", &data);
-    let mut d = fx.start(&fx.config().workers("2")).await;
+    // A host id before the worker's octet, as behind a load balancer.
+    let mut d = fx
+        .start(&fx.config().workers("2").server_id("0a0b0c"))
+        .await;
     let addr = d.addr();
     let trust = fx.trust();
     bounded(Duration::from_secs(120), async {

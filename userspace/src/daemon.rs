@@ -450,7 +450,7 @@ fn open_rio(config: &Config, _: &mut Group) -> Result<Box<dyn Datapath>, DaemonE
 fn open_socket(config: &Config, group: &mut Group) -> Result<Box<dyn Datapath>, DaemonError> {
     let datapath = SocketDatapath::bind_shared(&config.server.listen, group.reuse_port)?;
     #[cfg(target_os = "linux")]
-    steer_sockets(group, datapath.sockets());
+    steer_sockets(config, group, datapath.sockets());
     Ok(Box::new(datapath))
 }
 
@@ -458,7 +458,11 @@ fn open_socket(config: &Config, group: &mut Group) -> Result<Box<dyn Datapath>, 
 /// attaches a program per address). Without it (no CAP_BPF, or an old kernel) peers are
 /// spread by address hash only, which a migrating client can fall foul of: logged once.
 #[cfg(target_os = "linux")]
-fn steer_sockets<'a>(group: &mut Group, sockets: impl Iterator<Item = &'a std::net::UdpSocket>) {
+fn steer_sockets<'a>(
+    config: &Config,
+    group: &mut Group,
+    sockets: impl Iterator<Item = &'a std::net::UdpSocket>,
+) {
     if !group.reuse_port {
         return;
     }
@@ -468,7 +472,8 @@ fn steer_sockets<'a>(group: &mut Group, sockets: impl Iterator<Item = &'a std::n
     let result = if group.index == 0 {
         sockets
             .map(|socket| {
-                let mut steering = ReuseportSteering::load()?;
+                let layout = crate::driver::cid::CidLayout::new(&config.server.server_id.0);
+                let mut steering = ReuseportSteering::load(&layout)?;
                 steering.register(worker, socket)?;
                 steering.attach(socket)?;
                 Ok(steering)
@@ -544,7 +549,7 @@ fn open_io_uring(config: &Config, group: &mut Group) -> Result<Box<dyn Datapath>
         reuse_port: group.reuse_port,
     };
     let datapath = UringDatapath::open(&settings)?;
-    steer_sockets(group, datapath.sockets());
+    steer_sockets(config, group, datapath.sockets());
     Ok(Box::new(datapath))
 }
 

@@ -47,6 +47,9 @@ pub struct Server {
     /// CPUs to pin workers to: worker i runs on `cpus[i % len]`. Empty: not pinned.
     #[serde(default)]
     pub cpus: Vec<usize>,
+    /// This host's id in its connection IDs, for a load balancer in front of several hosts.
+    #[serde(default)]
+    pub server_id: ServerId,
 }
 
 /// How many workers serve: `"auto"` or a count (`server.workers`).
@@ -299,9 +302,22 @@ impl<'de> Deserialize<'de> for ResetKey {
 }
 
 fn parse_hex_key(s: &str) -> Result<[u8; 32], String> {
+    if s.len() != 64 {
+        return Err(format!("expected 64 hex digits, found {}", s.len()));
+    }
+    let mut key = [0u8; 32];
+    key.copy_from_slice(&parse_hex(s)?);
+    Ok(key)
+}
+
+/// Bytes from hex digits (an even number of them).
+fn parse_hex(s: &str) -> Result<Vec<u8>, String> {
     let digits = s.as_bytes();
-    if digits.len() != 64 {
-        return Err(format!("expected 64 hex digits, found {}", digits.len()));
+    if digits.len() % 2 != 0 {
+        return Err(format!(
+            "an even number of hex digits is needed, found {}",
+            digits.len()
+        ));
     }
     let nibble = |c: u8| match c {
         b'0'..=b'9' => Ok(c - b'0'),
@@ -309,11 +325,35 @@ fn parse_hex_key(s: &str) -> Result<[u8; 32], String> {
         b'A'..=b'F' => Ok(c - b'A' + 10),
         _ => Err(format!("`{}` is not a hex digit", c as char)),
     };
-    let mut key = [0u8; 32];
-    for (i, pair) in digits.chunks(2).enumerate() {
-        key[i] = nibble(pair[0])? << 4 | nibble(pair[1])?;
+    digits
+        .chunks(2)
+        .map(|pair| Ok(nibble(pair[0])? << 4 | nibble(pair[1])?))
+        .collect()
+}
+
+/// This host's id in the connection IDs it issues (`server.server_id`, hex, at most
+/// [`ServerId::MAX`] bytes): what a load balancer in front of several hosts routes by.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ServerId(pub Vec<u8>);
+
+impl ServerId {
+    pub const MAX: usize = 8;
+}
+
+impl<'de> Deserialize<'de> for ServerId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        let bytes = parse_hex(&s).map_err(serde::de::Error::custom)?;
+        if bytes.len() > Self::MAX {
+            return Err(serde::de::Error::custom(format!(
+                "at most {} bytes ({} hex digits), found {}",
+                Self::MAX,
+                2 * Self::MAX,
+                bytes.len()
+            )));
+        }
+        Ok(Self(bytes))
     }
-    Ok(key)
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -232,3 +232,25 @@ fn workers_take_auto_or_a_count() {
         expect_error(&with(bad), 2, "server.workers", "number of workers");
     }
 }
+
+#[test]
+fn server_id_is_hex_and_short() {
+    let with =
+        |value: &str| minimal().replace("[server]\n", &format!("[server]\nserver_id = {value}\n"));
+    assert_eq!(
+        parse(&minimal()).unwrap().server.server_id,
+        ServerId(vec![])
+    );
+    assert_eq!(
+        parse(&with("\"0a0B\"")).unwrap().server.server_id,
+        ServerId(vec![0x0a, 0x0b])
+    );
+    expect_error(&with("\"abc\""), 2, "server.server_id", "even number");
+    expect_error(&with("\"zz\""), 2, "server.server_id", "not a hex digit");
+    expect_error(
+        &with("\"000102030405060708\""),
+        2,
+        "server.server_id",
+        "at most 8 bytes",
+    );
+}

@@ -8,9 +8,11 @@
 
 use std::os::fd::{AsFd, AsRawFd};
 
-use aya::maps::{MapError, PerCpuArray, ReusePortSockArray};
+use aya::maps::{Array, MapError, PerCpuArray, ReusePortSockArray};
 use aya::programs::{ProgramError, SkReuseport};
 use aya::{Ebpf, EbpfError};
+
+use crate::driver::cid::CidLayout;
 
 /// The compiled program (`cargo xtask build-ebpf`), 8-byte aligned as aya needs.
 fn object() -> &'static [u8] {
@@ -19,6 +21,10 @@ fn object() -> &'static [u8] {
 
 const PROGRAM_NAME: &str = "quixd_reuseport";
 const WORKERS: &str = "workers";
+const CONFIG: &str = "config";
+/// `config` indices (mirrors `ebpf/quixd_reuseport.h`).
+const CFG_FIRST_OCTET: u32 = 0;
+const CFG_WORKER_OFFSET: u32 = 1;
 const COUNTERS: &str = "counters";
 
 /// Counter names by index (mirrors `ebpf/quixd_reuseport.h`).
@@ -53,10 +59,26 @@ pub struct ReuseportSteering {
 }
 
 impl ReuseportSteering {
-    /// Loads a copy of the program with its own socket map.
-    pub fn load() -> Result<Self, SteerError> {
+    /// Loads a copy of the program with its own socket map, for connection IDs of `layout`.
+    pub fn load(layout: &CidLayout) -> Result<Self, SteerError> {
         let mut ebpf = Ebpf::load(object()).map_err(SteerError::Object)?;
         program(&mut ebpf)?.load().map_err(SteerError::Program)?;
+        let map = ebpf.map_mut(CONFIG).ok_or(SteerError::Missing(CONFIG))?;
+        let mut config: Array<_, u32> = map.try_into().map_err(|source| SteerError::Map {
+            name: CONFIG,
+            source,
+        })?;
+        for (index, value) in [
+            (CFG_FIRST_OCTET, u32::from(layout.first_octet())),
+            (CFG_WORKER_OFFSET, layout.worker_offset() as u32),
+        ] {
+            config
+                .set(index, value, 0)
+                .map_err(|source| SteerError::Map {
+                    name: CONFIG,
+                    source,
+                })?;
+        }
         Ok(Self {
             ebpf,
             attached: false,

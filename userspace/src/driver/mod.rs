@@ -132,9 +132,16 @@ pub struct QuicSetup {
     endpoint_config: EndpointConfig,
     max_tx_segments: usize,
     allow_mtud: bool,
+    /// Where this host and the worker sit in our connection IDs.
+    cids: cid::CidLayout,
 }
 
 impl QuicSetup {
+    /// The connection ID layout every worker issues.
+    pub fn cid_layout(&self) -> &cid::CidLayout {
+        &self.cids
+    }
+
     /// The QUIC configuration for datapaths with `caps` (all workers run the same backend).
     pub fn new(config: &Config, caps: &Capabilities) -> Result<Self, SetupError> {
         let apps = Apps::from_config(&config.apps).map_err(SetupError::Root)?;
@@ -168,6 +175,7 @@ impl QuicSetup {
             max_tx_segments,
             // Path MTU discovery only where datagrams are never fragmented (DF set).
             allow_mtud: !caps.may_fragment,
+            cids: cid::CidLayout::new(&config.server.server_id.0),
         })
     }
 }
@@ -185,7 +193,8 @@ impl Driver {
         let server_config = setup.server_config.clone();
         let max_tx_segments = setup.max_tx_segments;
         let mut endpoint_config = setup.endpoint_config.clone();
-        endpoint_config.cid_generator(move || Box::new(cid::WorkerCids::new(worker)));
+        let layout = setup.cids.clone();
+        endpoint_config.cid_generator(move || Box::new(cid::WorkerCids::new(&layout, worker)));
         let endpoint = Endpoint::new(
             Arc::new(endpoint_config),
             Some(server_config.clone()),
