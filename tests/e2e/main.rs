@@ -40,6 +40,7 @@ mod download;
 mod errors;
 mod handshake;
 mod perf;
+mod quic_lb;
 mod shutdown;
 mod udp_echo;
 mod uring;
