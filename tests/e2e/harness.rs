@@ -314,6 +314,8 @@ pub struct ServerConfig {
     pub workers: Option<String>,
     /// `server.server_id` (hex); `None` leaves the default (none).
     pub server_id: Option<String>,
+    /// `[metrics] listen`, e.g. `127.0.0.1:0`; `None`: no metrics endpoint.
+    pub metrics: Option<String>,
     pub tls: TlsSetup,
     /// `[transport]` entries, as raw TOML values (e.g. `("retry", "true")`).
     pub transport: BTreeMap<String, String>,
@@ -359,6 +361,11 @@ impl ServerConfig {
 
     pub fn workers(mut self, raw_toml_value: &str) -> Self {
         self.workers = Some(raw_toml_value.to_string());
+        self
+    }
+
+    pub fn metrics(mut self, listen: &str) -> Self {
+        self.metrics = Some(listen.to_string());
         self
     }
 
@@ -418,6 +425,11 @@ impl ServerConfig {
             writeln!(s).unwrap();
             writeln!(s, "[apps.echo]").unwrap();
             writeln!(s, "alpn = [\"echo\"]").unwrap();
+        }
+        if let Some(listen) = &self.metrics {
+            writeln!(s).unwrap();
+            writeln!(s, "[metrics]").unwrap();
+            writeln!(s, "listen = {}", toml_str(listen)).unwrap();
         }
         if let Some(x) = &self.xdp {
             writeln!(s).unwrap();
@@ -546,6 +558,7 @@ impl Fixture {
             drain_timeout_ms: None,
             workers: None,
             server_id: None,
+            metrics: None,
             tls: TlsSetup::Files {
                 cert: self.cert_path.clone(),
                 key: self.key_path.clone(),

@@ -39,6 +39,7 @@ mod config;
 mod download;
 mod errors;
 mod handshake;
+mod metrics;
 mod perf;
 mod quic_lb;
 mod shutdown;

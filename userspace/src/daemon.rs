@@ -3,8 +3,9 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
+use std::sync::Arc;
 #[cfg(target_os = "linux")]
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use crate::config::{Backend, Config, Workers};
@@ -13,6 +14,7 @@ use crate::datapath::socket::{SocketDatapath, SocketError};
 use crate::datapath::steer::{ReuseportSteering, SteerError};
 use crate::datapath::Datapath;
 use crate::driver::{self, Driver, DriverCounters, QuicSetup, RunOptions, SetupError};
+use crate::metrics::WorkerSlot;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -42,6 +44,12 @@ pub enum DaemonError {
     Datapath(#[from] std::io::Error),
     #[error("{0}")]
     Workers(String),
+    #[error("metrics.listen = {listen}: cannot serve metrics there: {source}")]
+    Metrics {
+        listen: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// The daemon: its first worker's datapath and driver opened (so start-up errors surface
@@ -53,6 +61,8 @@ pub struct Daemon {
     group: Group,
     setup: QuicSetup,
     options: RunOptions,
+    /// One metrics slot per worker (none when `[metrics]` is off).
+    metrics: Vec<Arc<WorkerSlot>>,
 }
 
 /// One worker: its own datapath and its own QUIC endpoint; nothing shared on the packet path.
@@ -126,6 +136,21 @@ impl Daemon {
         config.server.listen = caps.local_addrs.clone();
         let setup = QuicSetup::new(&config, &caps)?;
         let driver = Driver::with_setup(&config, &setup, 0)?;
+        let metrics: Vec<Arc<WorkerSlot>> = match &config.metrics {
+            None => Vec::new(),
+            Some(m) => {
+                let slots: Vec<_> = (0..group.count).map(|_| Arc::default()).collect();
+                let error = |source| DaemonError::Metrics {
+                    listen: m.listen,
+                    source,
+                };
+                let endpoint = crate::metrics::Endpoint::bind(m.listen, &slots).map_err(error)?;
+                let addr = endpoint.local_addr().map_err(error)?;
+                endpoint.spawn().map_err(error)?;
+                tracing::info!(addr = %addr, "metrics served on GET /metrics");
+                slots
+            }
+        };
         tracing::info!(
             backend = datapath.name(),
             workers = group.count,
@@ -147,6 +172,7 @@ impl Daemon {
             group,
             setup,
             config,
+            metrics,
         })
     }
 
@@ -159,7 +185,9 @@ impl Daemon {
             group,
             setup,
             options,
+            metrics,
         } = self;
+        let metrics = &metrics;
         let workers = group.count;
         let quit = AtomicBool::new(false);
         let stopping = || stop.load(Ordering::Relaxed) || quit.load(Ordering::Relaxed);
@@ -189,7 +217,7 @@ impl Daemon {
                                 return None;
                             }
                         };
-                        let report = worker.run(stopping, options);
+                        let report = worker.run(stopping, options, metrics.get(index));
                         if report.is_err() {
                             quit.store(true, Ordering::Relaxed);
                         }
@@ -218,7 +246,7 @@ impl Daemon {
             }
             announce(first.datapath.name(), &config.server.listen);
             pin(config, 0);
-            let mut reports = vec![first.run(&stopping, options)];
+            let mut reports = vec![first.run(&stopping, options, metrics.first())];
             if reports[0].is_err() {
                 quit.store(true, Ordering::Relaxed);
             }
@@ -288,8 +316,21 @@ impl Worker {
         mut self,
         stop: &dyn Fn() -> bool,
         options: &RunOptions,
+        metrics: Option<&Arc<WorkerSlot>>,
     ) -> Result<WorkerReport, DaemonError> {
-        let served = driver::run(&mut self.driver, self.datapath.as_mut(), stop, options);
+        let mut publish = |driver: &Driver, datapath: &dyn Datapath| {
+            if let Some(slot) = metrics {
+                slot.publish(driver, datapath.name(), datapath.counters());
+            }
+        };
+        let observe: Option<driver::Observer<'_>> = metrics.is_some().then_some(&mut publish);
+        let served = driver::run(
+            &mut self.driver,
+            self.datapath.as_mut(),
+            stop,
+            options,
+            observe,
+        );
         self.datapath.close();
         let counters = self.datapath.counters();
         tracing::info!(worker = self.index, driver = ?self.driver.counters(), "stopped");

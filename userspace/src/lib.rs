@@ -11,5 +11,6 @@ pub mod daemon;
 pub mod datapath;
 pub mod driver;
 pub mod echo;
+pub mod metrics;
 pub mod tls;
 pub mod wire;

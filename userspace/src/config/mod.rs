@@ -29,6 +29,16 @@ pub struct Config {
     /// Settings of the RIO backend (`[rio]`; Windows).
     #[serde(default)]
     pub rio: crate::datapath::rio::RioConfig,
+    /// The Prometheus endpoint (`[metrics]`); off without the table.
+    #[serde(default)]
+    pub metrics: Option<Metrics>,
+}
+
+/// `[metrics]`: serve Prometheus metrics on `GET http://LISTEN/metrics`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Metrics {
+    pub listen: SocketAddr,
 }
 
 #[derive(Debug, Clone, Deserialize)]

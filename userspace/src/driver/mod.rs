@@ -24,7 +24,7 @@ pub mod quic;
 mod run;
 
 pub use quic::SetupError;
-pub use run::{run, RunOptions};
+pub use run::{run, Observer, RunOptions};
 
 /// Bytes of receive arena allocated at a time; datagrams are copied into it back to back so
 /// handing quinn-proto an owned `BytesMut` costs no allocation per datagram.
@@ -86,9 +86,40 @@ impl DriverCounters {
     }
 }
 
+/// Upper bounds (seconds) of the handshake-duration histogram's buckets; one more counts
+/// the rest.
+pub const HANDSHAKE_BUCKETS: [f64; 12] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
+
+/// Handshake durations, from accepting the first Initial to the handshake's completion.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct HandshakeHistogram {
+    /// Per bucket of [`HANDSHAKE_BUCKETS`] (not cumulative), then the rest.
+    pub counts: [u64; HANDSHAKE_BUCKETS.len() + 1],
+    pub sum_seconds: f64,
+}
+
+impl HandshakeHistogram {
+    fn record(&mut self, seconds: f64) {
+        let bucket = HANDSHAKE_BUCKETS
+            .iter()
+            .position(|&bound| seconds <= bound)
+            .unwrap_or(HANDSHAKE_BUCKETS.len());
+        self.counts[bucket] += 1;
+        self.sum_seconds += seconds;
+    }
+
+    pub fn count(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+}
+
 struct Conn {
     quic: Connection,
     session: Option<Session>,
+    /// When its first Initial was accepted (for the handshake histogram).
+    accepted_at: Instant,
     /// Our UDP port the peer talks to; every transmit leaves from it.
     local_port: u16,
     timer: Option<Instant>,
@@ -120,6 +151,7 @@ pub struct Driver {
     max_connections: usize,
     drain: Option<Drain>,
     counters: DriverCounters,
+    handshakes: HandshakeHistogram,
 }
 
 /// What every worker's endpoint shares, built once: the TLS configuration (certificate and
@@ -216,11 +248,17 @@ impl Driver {
             max_connections: config.transport.max_connections,
             drain: None,
             counters: DriverCounters::default(),
+            handshakes: HandshakeHistogram::default(),
         })
     }
 
     pub fn counters(&self) -> &DriverCounters {
         &self.counters
+    }
+
+    /// How long handshakes took.
+    pub fn handshakes(&self) -> &HandshakeHistogram {
+        &self.handshakes
     }
 
     /// Open connections.
@@ -335,6 +373,7 @@ impl Driver {
         let conn = self.conns[handle.0].insert(Conn {
             quic,
             session: None,
+            accepted_at: now,
             local_port,
             timer: None,
             dirty: false,
@@ -426,6 +465,10 @@ impl Driver {
                 }
                 Event::Connected => {
                     self.counters.handshakes_completed += 1;
+                    self.handshakes.record(
+                        now.saturating_duration_since(conn.accepted_at)
+                            .as_secs_f64(),
+                    );
                 }
                 Event::ConnectionLost { reason } => {
                     tracing::debug!(id = idx, %reason, "connection lost");

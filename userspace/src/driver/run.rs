@@ -18,6 +18,8 @@ pub struct RunOptions {
     pub drain_timeout: Duration,
     /// Transmits queued per send call.
     pub tx_batch: usize,
+    /// How often the observer given to [`run`] is called.
+    pub observe_every: Duration,
 }
 
 impl Default for RunOptions {
@@ -26,23 +28,37 @@ impl Default for RunOptions {
             busy_poll: false,
             drain_timeout: Duration::from_secs(5),
             tx_batch: 64,
+            observe_every: Duration::from_millis(250),
         }
     }
 }
 
 /// Runs until `stop` says so and the graceful shutdown completes (or the drain time passes).
 /// `stop` is asked once per turn: keep it to a few relaxed loads.
+/// Sees the driver and the datapath now and then (see [`run`]).
+pub type Observer<'a> = &'a mut dyn FnMut(&Driver, &dyn Datapath);
+
+/// `observe`, if given, sees the driver and the datapath at most every `opts.observe_every`
+/// and once more at the end (metrics).
 pub fn run(
     driver: &mut Driver,
     datapath: &mut dyn Datapath,
     stop: &dyn Fn() -> bool,
     opts: &RunOptions,
+    mut observe: Option<Observer<'_>>,
 ) -> io::Result<()> {
     // Each transmit buffer holds a full GSO batch of the largest datagrams.
     let mut tx = TxBatch::new(opts.tx_batch, 64 * 1024);
     let mut full = FullBatchLog::default();
+    let mut observed = Instant::now();
     loop {
         let now = Instant::now();
+        if let Some(observe) = observe.as_mut() {
+            if now.saturating_duration_since(observed) >= opts.observe_every {
+                observe(driver, datapath);
+                observed = now;
+            }
+        }
         if stop() {
             driver.begin_shutdown(now, opts.drain_timeout);
         }
@@ -53,6 +69,9 @@ pub fn run(
         full.check(now, driver.counters().tx_dropped_full);
         datapath.send(&mut tx)?;
         if driver.is_shut_down() && tx.is_empty() {
+            if let Some(observe) = observe.as_mut() {
+                observe(driver, datapath);
+            }
             return Ok(());
         }
         // A backend that could not take everything is waited on (for room), not spun on.
