@@ -316,6 +316,8 @@ pub struct ServerConfig {
     pub server_id: Option<String>,
     /// `[metrics] listen`, e.g. `127.0.0.1:0`; `None`: no metrics endpoint.
     pub metrics: Option<String>,
+    /// `server.user` and `server.group`.
+    pub run_as: Option<(String, String)>,
     pub tls: TlsSetup,
     /// `[transport]` entries, as raw TOML values (e.g. `("retry", "true")`).
     pub transport: BTreeMap<String, String>,
@@ -364,6 +366,11 @@ impl ServerConfig {
         self
     }
 
+    pub fn run_as(mut self, user: &str, group: &str) -> Self {
+        self.run_as = Some((user.to_string(), group.to_string()));
+        self
+    }
+
     pub fn metrics(mut self, listen: &str) -> Self {
         self.metrics = Some(listen.to_string());
         self
@@ -393,6 +400,9 @@ impl ServerConfig {
         }
         if let Some(id) = &self.server_id {
             writeln!(s, "server_id = {}", toml_str(id)).unwrap();
+        }
+        if let Some((user, group)) = &self.run_as {
+            writeln!(s, "user = {}\ngroup = {}", toml_str(user), toml_str(group)).unwrap();
         }
         writeln!(s).unwrap();
         writeln!(s, "[tls]").unwrap();
@@ -559,6 +569,7 @@ impl Fixture {
             workers: None,
             server_id: None,
             metrics: None,
+            run_as: None,
             tls: TlsSetup::Files {
                 cert: self.cert_path.clone(),
                 key: self.key_path.clone(),

@@ -41,6 +41,7 @@ mod errors;
 mod handshake;
 mod metrics;
 mod perf;
+mod privilege;
 mod quic_lb;
 mod shutdown;
 mod udp_echo;

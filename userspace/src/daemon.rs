@@ -44,6 +44,8 @@ pub enum DaemonError {
     Datapath(#[from] std::io::Error),
     #[error("{0}")]
     Workers(String),
+    #[error(transparent)]
+    Privilege(#[from] crate::privilege::PrivilegeError),
     #[error("metrics.listen = {listen}: cannot serve metrics there: {source}")]
     Metrics {
         listen: std::net::SocketAddr,
@@ -63,6 +65,8 @@ pub struct Daemon {
     options: RunOptions,
     /// One metrics slot per worker (none when `[metrics]` is off).
     metrics: Vec<Arc<WorkerSlot>>,
+    /// The uid and gid to switch to once every worker has started (`server.user`).
+    run_as: Option<(u32, u32)>,
 }
 
 /// One worker: its own datapath and its own QUIC endpoint; nothing shared on the packet path.
@@ -94,6 +98,13 @@ struct Group {
 impl Daemon {
     /// Binds the first worker's datapath and builds the QUIC configuration every worker shares.
     pub fn new(config: &Config) -> Result<Self, DaemonError> {
+        let run_as = match &config.server.user {
+            Some(user) => Some(crate::privilege::lookup(
+                user,
+                config.server.group.as_deref(),
+            )?),
+            None => None,
+        };
         let mut config = config.clone();
         let count = match config.server.workers {
             Workers::Count(n) => n,
@@ -173,6 +184,7 @@ impl Daemon {
             setup,
             config,
             metrics,
+            run_as,
         })
     }
 
@@ -186,6 +198,7 @@ impl Daemon {
             setup,
             options,
             metrics,
+            run_as,
         } = self;
         let metrics = &metrics;
         let workers = group.count;
@@ -242,6 +255,20 @@ impl Daemon {
                         return Err(e);
                     }
                     Err(_) => break,
+                }
+            }
+            if let Some((uid, gid)) = run_as {
+                match crate::privilege::switch(uid, gid) {
+                    Ok(()) => tracing::info!(
+                        user = config.server.user.as_deref(),
+                        uid,
+                        gid,
+                        "privileges dropped: no capabilities left"
+                    ),
+                    Err(e) => {
+                        quit.store(true, Ordering::Relaxed);
+                        return Err(e.into());
+                    }
                 }
             }
             announce(first.datapath.name(), &config.server.listen);

@@ -12,5 +12,6 @@ pub mod datapath;
 pub mod driver;
 pub mod echo;
 pub mod metrics;
+pub mod privilege;
 pub mod tls;
 pub mod wire;

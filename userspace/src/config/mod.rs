@@ -60,6 +60,12 @@ pub struct Server {
     /// This host's id in its connection IDs, for a load balancer in front of several hosts.
     #[serde(default)]
     pub server_id: ServerId,
+    /// Run as this user once every worker has started (quixd must start as root).
+    #[serde(default)]
+    pub user: Option<String>,
+    /// ... and this group (default: the user's primary group).
+    #[serde(default)]
+    pub group: Option<String>,
 }
 
 /// How many workers serve: `"auto"` or a count (`server.workers`).
@@ -444,6 +450,9 @@ impl Config {
     fn validate(&self, path: &Path, src: &str) -> Result<(), ConfigError> {
         let fail =
             |field: &str, message: String| Err(ConfigError::at_field(path, src, field, message));
+        if self.server.group.is_some() && self.server.user.is_none() {
+            return fail("server.group", "needs `server.user` too".into());
+        }
         if self.server.listen.is_empty() {
             return fail("server.listen", "at least one address is needed".into());
         }

@@ -254,3 +254,11 @@ fn server_id_is_hex_and_short() {
         "at most 8 bytes",
     );
 }
+
+#[test]
+fn group_needs_a_user() {
+    let src = minimal().replace("[server]\n", "[server]\ngroup = \"nogroup\"\n");
+    expect_error(&src, 2, "server.group", "needs `server.user`");
+    let src = minimal().replace("[server]\n", "[server]\nuser = \"nobody\"\n");
+    assert_eq!(parse(&src).unwrap().server.user.as_deref(), Some("nobody"));
+}
