@@ -44,6 +44,7 @@ mod perf;
 mod privilege;
 mod quic_lb;
 mod shutdown;
+mod systemd;
 mod udp_echo;
 mod uring;
 mod workers;

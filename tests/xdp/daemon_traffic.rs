@@ -301,7 +301,14 @@ fn probe(net: &TestNet, to: SocketAddr, payload: Vec<u8>) -> std::io::Result<usi
     sock.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
     sock.send(&payload).unwrap();
     let mut buf = [0u8; 4096];
-    match sock.recv(&mut buf) {
+    // A signal to this test process (another test's child exiting) interrupts the wait.
+    let received = loop {
+        match sock.recv(&mut buf) {
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            other => break other,
+        }
+    };
+    match received {
         Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
             // A pending error would also show on the next send.
             sock.send(&payload).map(|_| 0)

@@ -203,7 +203,14 @@ impl Daemon {
         let metrics = &metrics;
         let workers = group.count;
         let quit = AtomicBool::new(false);
-        let stopping = || stop.load(Ordering::Relaxed) || quit.load(Ordering::Relaxed);
+        let told_stopping = AtomicBool::new(false);
+        let stopping = || {
+            let stopping = stop.load(Ordering::Relaxed) || quit.load(Ordering::Relaxed);
+            if stopping && !told_stopping.swap(true, Ordering::Relaxed) {
+                crate::notify::notify("STOPPING=1");
+            }
+            stopping
+        };
         let (config, setup, options) = (&config, &setup, &options);
         let reports = std::thread::scope(|scope| {
             let (ready_tx, ready_rx) = mpsc::channel();
@@ -272,6 +279,7 @@ impl Daemon {
                 }
             }
             announce(first.datapath.name(), &config.server.listen);
+            crate::notify::notify("READY=1");
             pin(config, 0);
             let mut reports = vec![first.run(&stopping, options, metrics.first())];
             if reports[0].is_err() {

@@ -12,6 +12,7 @@ pub mod datapath;
 pub mod driver;
 pub mod echo;
 pub mod metrics;
+pub mod notify;
 pub mod privilege;
 pub mod tls;
 pub mod wire;
