@@ -1,6 +1,7 @@
 //! (j) `[metrics]`: Prometheus text on `GET /metrics`, scraped with a plain HTTP/1.1 request
 //! before and during a transfer: the counters move, the connection gauge and the handshake
-//! histogram say what happened, the backend's counters are there, and another path is a 404.
+//! histogram say what happened, the backend's counters are there, `quixd status` summarizes
+//! them, and another path is a 404.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -114,6 +115,21 @@ async fn metrics_move_with_traffic(t: Backend) {
             "the backend's counters are missing:\n{during}"
         );
         assert!(during.contains("backend=\""), "{during}");
+        // `quixd status` reads the same endpoint and says it for people.
+        let arg = metrics.to_string();
+        let (status, err, out) = fx
+            .run_quixd(
+                &["status".as_ref(), "--metrics".as_ref(), arg.as_ref()],
+                Duration::from_secs(10),
+            )
+            .await;
+        assert!(status.success(), "quixd status: {err}");
+        assert!(out.contains("1 worker(s)"), "{out}");
+        assert!(
+            out.contains("worker 0: 1 connection(s) open, 1 handshake(s)"),
+            "{out}"
+        );
+        assert!(out.contains("  rx_datagrams "), "{out}");
         conn.close(0u32.into(), b"done");
         ep.wait_idle().await;
     })

@@ -14,5 +14,6 @@ pub mod echo;
 pub mod metrics;
 pub mod notify;
 pub mod privilege;
+pub mod status;
 pub mod tls;
 pub mod wire;

@@ -31,6 +31,15 @@ enum Command {
     },
     /// Check a config file and exit: 0 when valid, 1 with the error otherwise.
     CheckConfig { file: PathBuf },
+    /// Show what the running daemon is doing, from its metrics endpoint (`[metrics] listen`
+    /// in its config, or --metrics).
+    Status {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// The metrics endpoint's address (instead of reading it from the config).
+        #[arg(long)]
+        metrics: Option<std::net::SocketAddr>,
+    },
     /// Echo raw UDP datagrams back to their senders through the configured backend, with no
     /// QUIC: tests and measures the datapath alone. Runs until SIGINT or SIGTERM.
     UdpEcho {
@@ -48,6 +57,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run { config } => run(&config, Mode::Quic),
         Command::UdpEcho { config } => run(&config, Mode::UdpEcho),
+        Command::Status { config, metrics } => status(config.as_deref(), metrics),
         Command::CheckConfig { file } => Config::load(&file)
             .map(|_| println!("{}: ok", file.display()))
             .map_err(Into::into),
@@ -69,6 +79,44 @@ fn init_logs(level: &str) -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
+    Ok(())
+}
+
+fn status(
+    config: Option<&std::path::Path>,
+    metrics: Option<std::net::SocketAddr>,
+) -> anyhow::Result<()> {
+    let addr = match (metrics, config) {
+        (Some(addr), _) => addr,
+        (None, Some(path)) => {
+            let config = Config::load(path)?;
+            let listen = config.metrics.map(|m| m.listen).with_context(|| {
+                format!(
+                    "{} has no [metrics] table: `quixd status` reads the metrics endpoint",
+                    path.display()
+                )
+            })?;
+            if listen.port() == 0 {
+                anyhow::bail!(
+                    "metrics.listen in {} has port 0: pass the address the daemon logged \
+                     (`metrics served on`) with --metrics",
+                    path.display()
+                );
+            }
+            // A wildcard listener is reached on loopback.
+            match listen.ip() {
+                ip if ip.is_unspecified() && ip.is_ipv4() => {
+                    std::net::SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), listen.port())
+                }
+                ip if ip.is_unspecified() => {
+                    std::net::SocketAddr::new(std::net::Ipv6Addr::LOCALHOST.into(), listen.port())
+                }
+                _ => listen,
+            }
+        }
+        (None, None) => anyhow::bail!("give --config FILE or --metrics ADDR"),
+    };
+    print!("{}", quixd::status::summarize(&quixd::status::fetch(addr)?));
     Ok(())
 }
 
