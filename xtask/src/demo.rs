@@ -57,6 +57,10 @@ pub fn run(args: DemoArgs) -> Result<()> {
          (e.g. `sudo -E cargo xtask demo`)"
     );
     let root = crate::workspace_root();
+    // The client runs in this process: unoptimised, it would set the pace, not quixd.
+    if cfg!(debug_assertions) && !args.debug && std::env::var_os("QUIXD_DEMO_NO_REEXEC").is_none() {
+        return crate::release::reexec(&root, "demo", "QUIXD_DEMO_NO_REEXEC");
+    }
     let quixd = build_quixd(&root, args.debug)?;
     let net = DemoNet::create()?;
     let dir = std::env::temp_dir().join(format!("quixd-demo-{}", std::process::id()));
@@ -76,7 +80,19 @@ pub fn run(args: DemoArgs) -> Result<()> {
     let addrs = daemon.wait_listening(2, Duration::from_secs(20))?;
     println!("   listening on {addrs:?}");
 
+    let cpu_before = daemon.cpu_ns();
     let result = net.in_client(move || client(addrs, content));
+    if let (Some(before), Some(after)) = (cpu_before, daemon.cpu_ns()) {
+        let secs = after.saturating_sub(before) as f64 / 1e9;
+        let bytes = (2 * FILE_SIZE) as f64 + PERF_SIZE as f64;
+        println!(
+            "   quixd's own threads used {:.0} ms of CPU for the {} MiB served ({:.0} MB per \
+             CPU-second; kernel softirq work on other threads not counted)",
+            secs * 1e3,
+            bytes as u64 >> 20,
+            bytes / secs.max(1e-9) / 1e6
+        );
+    }
     daemon.stop()?;
     net.check_clean_detach(&args)?;
     result
@@ -166,9 +182,20 @@ fn client(addrs: Vec<SocketAddr>, content: Vec<u8>) -> Result<()> {
         send.write_all(&PERF_SIZE.to_be_bytes()).await?;
         send.finish()?;
         let mut received = 0u64;
+        let mut reported = 0u64;
         let mut buf = vec![0u8; 1 << 16];
         while let Some(n) = recv.read(&mut buf).await? {
             received += n as u64;
+            // Progress every 64 MiB, so a long transfer visibly moves.
+            if received - reported >= 64 << 20 && received < PERF_SIZE {
+                reported = received;
+                println!(
+                    "   perf        {addr:<28} {} of {} MiB ({:.0} MB/s so far)",
+                    received >> 20,
+                    PERF_SIZE >> 20,
+                    received as f64 / start.elapsed().as_secs_f64() / 1e6
+                );
+            }
         }
         let secs = start.elapsed().as_secs_f64();
         ensure!(received == PERF_SIZE, "perf: got {received} of {PERF_SIZE} bytes");
@@ -364,6 +391,24 @@ impl Daemon {
             lines,
             printing,
         })
+    }
+
+    /// CPU time of quixd's threads so far, in ns (schedstat), if readable.
+    fn cpu_ns(&self) -> Option<u64> {
+        let tasks = std::fs::read_dir(format!("/proc/{}/task", self.child.id())).ok()?;
+        Some(
+            tasks
+                .filter_map(|t| {
+                    let path = t.ok()?.path().join("schedstat");
+                    std::fs::read_to_string(path)
+                        .ok()?
+                        .split_whitespace()
+                        .next()?
+                        .parse::<u64>()
+                        .ok()
+                })
+                .sum(),
+        )
     }
 
     fn wait_listening(&mut self, n: usize, limit: Duration) -> Result<Vec<SocketAddr>> {

@@ -407,30 +407,9 @@ pub fn run(args: BenchArgs) -> Result<()> {
         bail!("the bench needs root (network namespaces, XDP, CAP_IPC_LOCK for the UMEM)");
     }
     if cfg!(debug_assertions) && std::env::var_os("QUIXD_BENCH_NO_REEXEC").is_none() {
-        return reexec_release(&root);
+        return crate::release::reexec(&root, "bench", "QUIXD_BENCH_NO_REEXEC");
     }
     bench(args, &root)
-}
-
-/// Builds quixd and xtask in release mode, then replaces this process with the release
-/// xtask running the same command.
-fn reexec_release(root: &Path) -> Result<()> {
-    use std::os::unix::process::CommandExt;
-    eprintln!("bench: cargo build --release -p quixd -p xtask");
-    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .args(["build", "--release", "-p", "quixd", "-p", "xtask"])
-        .current_dir(root)
-        .status()
-        .context("running cargo build")?;
-    if !status.success() {
-        bail!("cargo build --release failed");
-    }
-    let exe = root.join("target/release/xtask");
-    let err = Command::new(&exe)
-        .args(std::env::args_os().skip(1))
-        .env("QUIXD_BENCH_NO_REEXEC", "1")
-        .exec();
-    Err(err).with_context(|| format!("exec {}", exe.display()))
 }
 
 struct Plan {
