@@ -682,6 +682,18 @@ impl Daemon {
             .unwrap_or(&self.addrs[0])
     }
 
+    /// SIGTERM, then a successful exit within 15 s (panicking otherwise); returns the log.
+    pub async fn terminate(&mut self) -> String {
+        self.signal(libc::SIGTERM);
+        let status = self.wait_exit(Duration::from_secs(15)).await;
+        let log = self.output();
+        assert!(
+            status.is_some_and(|s| s.success()),
+            "exit after SIGTERM: {status:?}\n{log}"
+        );
+        log
+    }
+
     /// Waits up to `limit` for the process to exit, without blocking the runtime.
     pub async fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
         let deadline = Instant::now() + limit;

@@ -73,13 +73,7 @@ async fn serves_as_nobody_without_capabilities(t: Backend) {
         ep.wait_idle().await;
     })
     .await;
-    d.signal(libc::SIGTERM);
-    let status = d.wait_exit(Duration::from_secs(15)).await;
-    let log = d.output();
-    assert!(
-        status.is_some_and(|s| s.success()),
-        "exit: {status:?}\n{log}"
-    );
+    let log = d.terminate().await;
     assert!(!log.contains("NOT balanced"), "{log}");
     // The XDP program left with the process, privileges or not.
     if let Some(net) = &fx.net {

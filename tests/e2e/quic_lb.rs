@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use crate::harness::*;
 use crate::netns::{privileged, sh, skip_or_fail};
+use crate::process::driver_counter;
 
 /// The ruleset's addresses (its defines, used unchanged).
 const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 10, 1);
@@ -202,18 +203,12 @@ async fn lb_case() {
     let mut accepted = Vec::new();
     for d in &mut daemons {
         d.assert_alive();
-        d.signal(libc::SIGTERM);
-        let status = d.wait_exit(Duration::from_secs(15)).await;
-        let log = d.output();
-        assert!(
-            status.is_some_and(|s| s.success()),
-            "exit: {status:?}\n{log}"
-        );
+        let log = d.terminate().await;
         assert!(
             !log.contains("steering is off"),
             "no worker steering:\n{log}"
         );
-        accepted.push(accepted_total(&log));
+        accepted.push(driver_counter(&log, "connections_accepted"));
     }
     assert!(
         accepted.iter().all(|&n| n > 0),
@@ -229,18 +224,4 @@ async fn lb_case() {
         rules[0] + rules[1] >= REBINDS as u64,
         "the short-header rules routed fewer flows than the rebinds: {rules:?}"
     );
-}
-
-/// `connections_accepted` of the `stopped (totals over workers)` line.
-fn accepted_total(log: &str) -> u64 {
-    let line = log
-        .lines()
-        .find(|l| l.contains("totals over workers"))
-        .unwrap_or_else(|| panic!("no totals line:\n{log}"));
-    let key = " connections_accepted: ";
-    let rest = &line[line.find(key).expect("connections_accepted") + key.len()..];
-    rest.split(|c: char| !c.is_ascii_digit())
-        .next()
-        .and_then(|n| n.parse().ok())
-        .expect("a number")
 }

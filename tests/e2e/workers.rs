@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use crate::harness::*;
 use crate::netns::privileged;
+use crate::process::{driver_counter, per_worker};
 
 e2e_tests!(
     [
@@ -25,21 +26,6 @@ e2e_tests!(
 /// Client endpoints (one port each) after the first connection; with two workers the chance
 /// that the kernel's hash puts all of them on one worker is 2^-15.
 const CLIENTS: usize = 16;
-
-/// `worker=N` and the value of `name` on each per-worker `datapath counters:` line.
-fn per_worker(log: &str, name: &str) -> Vec<(usize, u64)> {
-    log.lines()
-        .filter(|l| l.contains("datapath counters:") && l.contains("worker="))
-        .filter_map(|l| {
-            let field = |key: &str| {
-                l.split_whitespace()
-                    .find_map(|w| w.strip_prefix(key))
-                    .and_then(|v| v.trim_matches('"').parse::<u64>().ok())
-            };
-            Some((field("worker=")? as usize, field(&format!("{name}="))?))
-        })
-        .collect()
-}
 
 async fn two_workers_serve_and_share_session_keys(t: Backend) {
     let fx = Fixture::new(t);
@@ -88,19 +74,13 @@ async fn two_workers_serve_and_share_session_keys(t: Backend) {
     })
     .await;
     d.assert_alive();
-    d.signal(libc::SIGTERM);
-    let status = d.wait_exit(Duration::from_secs(15)).await;
-    let log = d.output();
-    assert!(
-        status.is_some_and(|s| s.success()),
-        "exit after SIGTERM: {status:?}\n{log}"
-    );
+    let log = d.terminate().await;
     assert!(
         accepted.iter().all(|a| *a == Some(true)),
         "0-RTT refused on some connections (a worker with other ticket keys?): {accepted:?}"
     );
     let workers = per_worker(&log, "rx_datagrams");
-    let mut ids: Vec<usize> = workers.iter().map(|(w, _)| *w).collect();
+    let mut ids: Vec<u64> = workers.iter().map(|(w, _)| *w).collect();
     ids.sort_unstable();
     assert_eq!(ids, [0, 1], "one counters line per worker:\n{log}");
     assert!(
@@ -174,13 +154,7 @@ async fn a_rebinding_client_stays_on_its_worker(t: Backend) {
     })
     .await;
     d.assert_alive();
-    d.signal(libc::SIGTERM);
-    let status = d.wait_exit(Duration::from_secs(15)).await;
-    let log = d.output();
-    assert!(
-        status.is_some_and(|s| s.success()),
-        "exit: {status:?}\n{log}"
-    );
+    let log = d.terminate().await;
     assert!(
         !log.contains("steering is off"),
         "connection-ID steering did not start:\n{log}"
@@ -191,25 +165,8 @@ async fn a_rebinding_client_stays_on_its_worker(t: Backend) {
         "no packet steered by connection ID: {totals:?}"
     );
     assert_eq!(
-        driver_total(&log, "connections_accepted"),
+        driver_counter(&log, "connections_accepted"),
         1,
         "one connection, kept across {REBINDS} rebinds"
     );
-}
-
-/// A field of the totals line `stopped (totals over workers) driver=DriverCounters {..}`.
-fn driver_total(log: &str, name: &str) -> u64 {
-    let line = log
-        .lines()
-        .find(|l| l.contains("totals over workers"))
-        .unwrap_or_else(|| panic!("no totals line:\n{log}"));
-    let key = format!(" {name}: ");
-    let rest = &line[line
-        .find(&key)
-        .unwrap_or_else(|| panic!("no `{name}` in {line}"))
-        + key.len()..];
-    rest.split(|c: char| !c.is_ascii_digit())
-        .next()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no value for `{name}` in {line}"))
 }

@@ -414,3 +414,37 @@ pub fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
     out.truncate(len);
     out
 }
+
+/// A field of the driver's counters in the last `driver=DriverCounters { name: N, .. }` line:
+/// the only worker's, or the totals over several.
+pub fn driver_counter(log: &str, name: &str) -> u64 {
+    let line = log
+        .lines()
+        .rev()
+        .find(|l| l.contains("driver=DriverCounters"))
+        .expect("a `stopped driver=DriverCounters` line");
+    let key = format!(" {name}: ");
+    let rest = &line[line
+        .find(&key)
+        .unwrap_or_else(|| panic!("no `{name}` in {line}"))
+        + key.len()..];
+    rest.split(|c: char| !c.is_ascii_digit())
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no value for `{name}` in {line}"))
+}
+
+/// `worker=N` and the value of `name` on each per-worker `datapath counters:` line.
+pub fn per_worker(log: &str, name: &str) -> Vec<(u64, u64)> {
+    log.lines()
+        .filter(|l| l.contains("datapath counters:") && l.contains("worker="))
+        .filter_map(|l| {
+            let field = |key: &str| {
+                l.split_whitespace()
+                    .find_map(|w| w.strip_prefix(key))
+                    .and_then(|v| v.trim_matches('"').parse::<u64>().ok())
+            };
+            Some((field("worker=")?, field(&format!("{name}="))?))
+        })
+        .collect()
+}

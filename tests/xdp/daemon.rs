@@ -16,7 +16,7 @@ use quinn::crypto::rustls::QuicClientConfig;
 use rustls::pki_types::CertificateDer;
 
 use crate::netns::TestNet;
-pub use crate::process::{counters, get, random_bytes};
+pub use crate::process::{counters, driver_counter, get, random_bytes};
 use crate::process::{QuixdProcess, Spawn};
 
 /// The UDP port the daemon serves in these tests (each test has its own namespaces).
@@ -162,24 +162,6 @@ impl Quixd {
         }
         Stopped { log, counters }
     }
-}
-
-/// A field of the driver's counters in the `stopped driver=DriverCounters { name: N, .. }` line.
-pub fn driver_counter(log: &str, name: &str) -> u64 {
-    let line = log
-        .lines()
-        .rev()
-        .find(|l| l.contains("driver=DriverCounters"))
-        .expect("a `stopped driver=DriverCounters` line");
-    let key = format!(" {name}: ");
-    let rest = &line[line
-        .find(&key)
-        .unwrap_or_else(|| panic!("no `{name}` in {line}"))
-        + key.len()..];
-    rest.split(|c: char| !c.is_ascii_digit())
-        .next()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no value for `{name}` in {line}"))
 }
 
 /// Log lines at WARN or ERROR level.

@@ -10,25 +10,11 @@ use crate::daemon::{
     bounded, client, connect, driver_counter, get, hq_get, ip_xdp, runtime, Quixd, Site, PORT,
 };
 use crate::netns::{privileged, TestNet};
+use crate::process::per_worker;
 
 /// Client endpoints, one UDP port each: with two queues, the chance that the client veth's
 /// flow hash puts all of them on one queue is 2^-15.
 const CLIENTS: usize = 16;
-
-/// `worker=N` and the value of `name` on each per-worker `datapath counters:` line.
-fn per_worker(log: &str, name: &str) -> Vec<(u64, u64)> {
-    log.lines()
-        .filter(|l| l.contains("datapath counters:") && l.contains("worker="))
-        .filter_map(|l| {
-            let field = |key: &str| {
-                l.split_whitespace()
-                    .find_map(|w| w.strip_prefix(key))
-                    .and_then(|v| v.trim_matches('"').parse::<u64>().ok())
-            };
-            Some((field("worker=")?, field(&format!("{name}="))?))
-        })
-        .collect()
-}
 
 #[test]
 fn daemon_workers_one_per_queue() {
