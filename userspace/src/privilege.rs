@@ -4,6 +4,7 @@
 //! effective capability sets, so nothing privileged is left: the backends need none to serve
 //! (AF_XDP sockets, the bpf_link, io_uring and netlink subscriptions stay usable).
 
+#[cfg(unix)]
 use std::ffi::CString;
 use std::io;
 

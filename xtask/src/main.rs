@@ -8,6 +8,7 @@ mod bench;
 #[cfg(target_os = "linux")]
 mod demo;
 mod ebpf;
+#[cfg(target_os = "linux")]
 mod release;
 #[cfg(target_os = "linux")]
 mod xdp;
