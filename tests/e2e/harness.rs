@@ -709,6 +709,25 @@ impl Daemon {
     }
 }
 
+/// Moves `ep` to a new local port `rebinds` times, as a NAT rebinding would, with an hq
+/// `GET path` on `conn` after each that must return `want`.
+pub async fn get_across_rebinds(
+    ep: &quinn::Endpoint,
+    client: &ClientSide,
+    conn: &quinn::Connection,
+    rebinds: usize,
+    path: &str,
+    want: &[u8],
+) {
+    let peer = conn.remote_address();
+    for r in 0..rebinds {
+        ep.rebind(client.bind_udp(peer))
+            .unwrap_or_else(|e| panic!("rebind {r}: {e}"));
+        let what = format!("GET {path} after rebind {r}");
+        assert_same_bytes(&hq_get(conn, path).await, want, &what);
+    }
+}
+
 /// Runs the daemon binary to completion with `args` (e.g. `check-config FILE`), inside network
 /// namespace `ns` if given, bounded by `limit`. Returns (exit status, stderr, stdout); panics on
 /// timeout (the process is killed).

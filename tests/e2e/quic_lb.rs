@@ -189,12 +189,7 @@ async fn lb_case() {
         }
         let ep = client.endpoint(vip);
         let conn = connect(&ep, &ccfg, vip).await;
-        for r in 0..REBINDS {
-            ep.rebind(client.bind_udp(vip))
-                .unwrap_or_else(|e| panic!("rebind {r}: {e}"));
-            let what = format!("GET after rebind {r}");
-            assert_same_bytes(&hq_get(&conn, "/f.bin").await, &data, &what);
-        }
+        get_across_rebinds(&ep, &client, &conn, REBINDS, "/f.bin", &data).await;
         conn.close(0u32.into(), b"done");
         ep.wait_idle().await;
     })

@@ -141,14 +141,8 @@ async fn a_rebinding_client_stays_on_its_worker(t: Backend) {
             &data,
             "GET before rebinding",
         );
-        for r in 0..REBINDS {
-            // A new local port, as after a NAT rebinding: only the connection ID still says
-            // which worker owns the connection.
-            ep.rebind(fx.client.bind_udp(addr))
-                .unwrap_or_else(|e| panic!("rebind {r}: {e}"));
-            let what = format!("GET after rebind {r}");
-            assert_same_bytes(&hq_get(&conn, "/f.bin").await, &data, &what);
-        }
+        // After each, only the connection ID still says which worker owns the connection.
+        get_across_rebinds(&ep, &fx.client, &conn, REBINDS, "/f.bin", &data).await;
         conn.close(0u32.into(), b"done");
         ep.wait_idle().await;
     })

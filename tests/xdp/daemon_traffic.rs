@@ -22,20 +22,12 @@ use crate::netns::{privileged, TestNet};
 // ---------------------------------------------------------------------------------------------
 
 /// Downloads over IPv4 and IPv6, then SIGTERM; `transmit` is `xdp.transmit`.
-fn clean_run(attach: &str, keyword: &str, transmit: &str) {
-    let net = TestNet::new();
-    let site = Site::new();
-    let data = random_bytes(2_000_000, 0x5eed);
-    site.put("f.bin", &data);
-    let extra = format!("transmit = \"{transmit}\"");
-    let config = site.config(&net.server_if, attach, &listen_both(&net), &extra);
-    let mut daemon = Quixd::start(&net.server_ns, &config, 2);
-    assert_eq!(ip_xdp(&net).as_deref(), Some(keyword), "attach mode");
-    let addrs = daemon.addrs.clone();
-    let rt = runtime();
-    rt.block_on(async {
-        for addr in addrs {
-            let endpoint = client(&net, addr.is_ipv6(), &site.cert, "hq-interop");
+/// `GET /f.bin` once from every address the daemon serves, each on a new connection, and
+/// checks the content.
+fn get_from_each(net: &TestNet, site: &Site, addrs: &[SocketAddr], data: &[u8]) {
+    runtime().block_on(async {
+        for &addr in addrs {
+            let endpoint = client(net, addr.is_ipv6(), &site.cert, "hq-interop");
             let conn = connect(&endpoint, addr).await;
             let body = bounded(Duration::from_secs(60), "GET /f.bin", async {
                 hq_get(&conn, "/f.bin", None).await
@@ -46,6 +38,18 @@ fn clean_run(attach: &str, keyword: &str, transmit: &str) {
             bounded(Duration::from_secs(5), "client close", endpoint.wait_idle()).await;
         }
     });
+}
+
+fn clean_run(attach: &str, keyword: &str, transmit: &str) {
+    let net = TestNet::new();
+    let site = Site::new();
+    let data = random_bytes(2_000_000, 0x5eed);
+    site.put("f.bin", &data);
+    let extra = format!("transmit = \"{transmit}\"");
+    let config = site.config(&net.server_if, attach, &listen_both(&net), &extra);
+    let mut daemon = Quixd::start(&net.server_ns, &config, 2);
+    assert_eq!(ip_xdp(&net).as_deref(), Some(keyword), "attach mode");
+    get_from_each(&net, &site, &daemon.addrs, &data);
     let stopped = daemon.terminate();
     let c = &stopped.counters;
     assert!(get(c, "rx_datagrams") > 0, "{c:?}");
@@ -154,21 +158,7 @@ fn verify_serves_a_wire(attach: &str) {
         "rx_checksum = \"verify\"",
     );
     let mut daemon = Quixd::start(&net.server_ns, &config, 2);
-    let addrs = daemon.addrs.clone();
-    let rt = runtime();
-    rt.block_on(async {
-        for addr in addrs {
-            let endpoint = client(&net, addr.is_ipv6(), &site.cert, "hq-interop");
-            let conn = connect(&endpoint, addr).await;
-            let body = bounded(Duration::from_secs(30), "GET /f.bin", async {
-                hq_get(&conn, "/f.bin", None).await
-            })
-            .await;
-            assert!(body == data, "GET /f.bin via {addr}: wrong content");
-            conn.close(0u32.into(), b"done");
-            bounded(Duration::from_secs(5), "client close", endpoint.wait_idle()).await;
-        }
-    });
+    get_from_each(&net, &site, &daemon.addrs, &data);
     let stopped = daemon.terminate();
     let c = &stopped.counters;
     assert!(get(c, "rx_datagrams") > 0, "{c:?}");
