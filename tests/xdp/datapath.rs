@@ -5,7 +5,7 @@ use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
 use quixd::datapath::xdp::program::AttachMode;
-use quixd::datapath::xdp::xsk::{CopyMode, XskSizes};
+use quixd::datapath::xdp::socket::{CopyMode, XskSizes};
 use quixd::datapath::xdp::{Transmit, XdpDatapath, XdpSettings};
 use quixd::datapath::{Datapath, Ecn, TxBatch, TxMeta};
 use quixd::wire::ChecksumPolicy;

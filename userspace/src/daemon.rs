@@ -636,10 +636,7 @@ fn open_io_uring(_: &Config, _: &mut Group) -> Result<Box<dyn Datapath>, DaemonE
 
 #[cfg(target_os = "linux")]
 fn open_xdp(config: &Config, group: &mut Group) -> Result<Box<dyn Datapath>, DaemonError> {
-    use crate::config::{XdpAttach, XdpTransmit, ZeroCopy};
-    use crate::datapath::xdp::program::AttachMode;
-    use crate::datapath::xdp::xsk::{CopyMode, XskSizes};
-    use crate::datapath::xdp::{served_queues, Transmit, XdpDatapath, XdpSettings};
+    use crate::datapath::xdp::{served_queues, XdpDatapath, XdpSettings, XskSizes};
 
     let x = config
         .xdp
@@ -648,16 +645,8 @@ fn open_xdp(config: &Config, group: &mut Group) -> Result<Box<dyn Datapath>, Dae
     let settings = XdpSettings {
         interface: x.interface.clone(),
         queues: x.queues.clone(),
-        attach: match x.attach {
-            XdpAttach::Auto => AttachMode::Auto,
-            XdpAttach::Driver => AttachMode::Driver,
-            XdpAttach::Skb => AttachMode::Skb,
-        },
-        copy_mode: match x.zero_copy {
-            ZeroCopy::Auto => CopyMode::Auto,
-            ZeroCopy::On => CopyMode::ZeroCopy,
-            ZeroCopy::Off => CopyMode::Copy,
-        },
+        attach: x.attach,
+        copy_mode: x.zero_copy,
         sizes: XskSizes {
             frames: x.frames,
             ring: x.ring_size,
@@ -665,11 +654,7 @@ fn open_xdp(config: &Config, group: &mut Group) -> Result<Box<dyn Datapath>, Dae
         listen: config.server.listen.clone(),
         vlan: x.vlan,
         rx_checksum: x.rx_checksum,
-        transmit: match x.transmit {
-            XdpTransmit::Auto => Transmit::Auto,
-            XdpTransmit::AfXdp => Transmit::AfXdp,
-            XdpTransmit::Kernel => Transmit::Kernel,
-        },
+        transmit: x.transmit,
         reuse_port: group.reuse_port,
     };
     // One worker per RX queue at most; each serves every count-th queue.

@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::datapath::xdp::{AttachMode, CopyMode, Transmit};
+
 mod error;
 
 pub use error::{ConfigError, Location};
@@ -179,11 +181,11 @@ pub struct Xdp {
     #[serde(default)]
     pub queues: Vec<u32>,
     #[serde(default)]
-    pub attach: XdpAttach,
+    pub attach: AttachMode,
     #[serde(default)]
-    pub zero_copy: ZeroCopy,
+    pub zero_copy: CopyMode,
     #[serde(default)]
-    pub transmit: XdpTransmit,
+    pub transmit: Transmit,
     /// Which received UDP checksums are accepted: `auto` trusts the partial form a veth
     /// peer's kernel leaves with TX checksum offload on (counted as `rx_checksum_offloaded`),
     /// and verifies fully on every other interface.
@@ -198,37 +200,6 @@ pub struct Xdp {
     /// Entries in each AF_XDP ring (power of two; the fill ring gets twice this).
     #[serde(default = "defaults::xdp_ring_size")]
     pub ring_size: u32,
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum XdpAttach {
-    /// Driver (native) mode, falling back to SKB (generic) mode.
-    #[default]
-    Auto,
-    Driver,
-    Skb,
-}
-
-/// Which path the XDP backend transmits on.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum XdpTransmit {
-    /// AF_XDP when the sockets are zero-copy, the kernel socket (GSO) in copy mode.
-    #[default]
-    Auto,
-    AfXdp,
-    Kernel,
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ZeroCopy {
-    /// Zero-copy when the driver supports it, copy mode otherwise.
-    #[default]
-    Auto,
-    On,
-    Off,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -395,6 +366,8 @@ pub struct AlpnOnly {
 }
 
 mod defaults {
+    use crate::datapath::xdp::XskSizes;
+
     pub fn drain_timeout_ms() -> u64 {
         5000
     }
@@ -402,10 +375,10 @@ mod defaults {
         vec!["localhost".into()]
     }
     pub fn xdp_frames() -> u32 {
-        4096
+        XskSizes::default().frames
     }
     pub fn xdp_ring_size() -> u32 {
-        2048
+        XskSizes::default().ring
     }
     pub fn hq_alpn() -> Vec<String> {
         vec!["hq-interop".into(), "hq-29".into()]

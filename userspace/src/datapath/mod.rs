@@ -16,7 +16,7 @@ use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-#[cfg(target_os = "linux")]
+// The XDP backend is Linux-only; its options module is portable (the config uses it).
 pub mod xdp;
 
 // The RIO state machine, its slot layout and its test double are portable (tested on Linux);

@@ -8,29 +8,22 @@
 //! frame ledger. It is the least any AF_XDP datapath can do per packet, so quixd's XDP
 //! backend is measured against it.
 //!
-//! Frame cycle: free (the UMEM's free list, our local stash) -> fill ring -> kernel RX ->
-//! RX ring -> turned around -> TX ring -> kernel TX -> completion ring -> free. Frames that
-//! are not IPv4/IPv6 UDP (the program should never send us any) go straight back to free.
-//!
-//! Copy-mode TX only moves when kicked: each `sendto` makes the kernel send at most one batch
-//! (32 frames) from the TX ring and returns EAGAIN when more remain, so we kick, reap the
-//! completion ring, and kick again while completions keep coming. `poll` on the socket kicks
-//! too, so frames left in the ring go out on the next wait at the latest.
+//! The socket is quixd's own (`datapath::xdp::socket::Xsk`: UMEM, rings, fill target and
+//! copy-mode kick policy), so floor and backend differ only in what happens above the socket.
+//! Frame cycle: fill ring -> kernel RX -> RX ring -> turned around -> TX ring -> kernel TX ->
+//! completion ring -> free -> fill ring. Frames that are not IPv4/IPv6 UDP (the program should
+//! never send us any) go straight back to free.
 
-use std::ffi::CString;
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, Context, Result};
 use clap::Args;
 use quixd::datapath::xdp::program::{AttachMode, XdpProgram};
-use quixd::datapath::xdp::xsk::kick_tx;
+use quixd::datapath::xdp::socket::{CopyMode, Xsk, XskSizes};
 use xdp::slab::{HeapSlab, Slab};
-use xdp::socket::{PollTimeout, XdpSocketBuilder};
-use xdp::umem::{FrameSize, UmemCfgBuilder};
-use xdp::{RingConfigBuilder, Umem};
 
 #[derive(Debug, Args)]
 pub struct BareArgs {
@@ -56,8 +49,6 @@ pub struct BareArgs {
 
 /// Frames taken from the RX ring per turn (quixd's backend takes as many).
 const BATCH: usize = 64;
-/// Kicks per turn at most while copy-mode TX keeps completing frames.
-const MAX_KICKS: usize = 64;
 /// The wait when idle: short enough to notice a stop request promptly.
 const IDLE_WAIT: Duration = Duration::from_millis(100);
 /// The wait when frames are still on their way out (the poll kicks TX again).
@@ -68,24 +59,13 @@ struct Counters {
     rx: u64,
     tx: u64,
     dropped_not_udp: u64,
-    /// Turns where the TX ring had no room for the whole batch (the rest waited).
-    tx_ring_full: u64,
-    kicks: u64,
-    kick_eagain: u64,
-    /// Kicks that failed with EBUSY/ENOBUFS (device busy; retried on the next turn).
-    kick_busy: u64,
+    /// Frames dropped because the TX queue was full.
+    tx_queue_full: u64,
     waits: u64,
 }
 
 pub fn run(args: &BareArgs) -> Result<()> {
     let mode: AttachMode = args.attach.parse().map_err(|e: String| anyhow!(e))?;
-    if !args.ring.is_power_of_two() || args.frames < 2 * args.ring {
-        bail!(
-            "--ring ({}) must be a power of two and --frames ({}) at least twice it",
-            args.ring,
-            args.frames
-        );
-    }
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [
         signal_hook::consts::SIGINT,
@@ -95,64 +75,30 @@ pub fn run(args: &BareArgs) -> Result<()> {
         signal_hook::flag::register(sig, stop.clone()).context("installing signal handlers")?;
     }
 
-    let name = CString::new(args.interface.as_str()).context("interface name")?;
-    let nic = xdp::nic::NicIndex::lookup_by_name(&name)
-        .with_context(|| format!("looking up interface {}", args.interface))?
-        .ok_or_else(|| anyhow!("interface {} does not exist here", args.interface))?;
-
-    // Declaration order is drop order reversed: the batch (raw pointers into the UMEM) goes
-    // first, then the program (detached), the rings and the socket, the UMEM last.
-    let umem_cfg = UmemCfgBuilder {
-        frame_size: FrameSize::TwoK,
-        frame_count: args.frames,
-        ..Default::default()
-    }
-    .build()
-    .map_err(|e| anyhow!("UMEM config: {e}"))?;
-    let mut umem = Umem::map(umem_cfg).context("mapping the UMEM")?;
-    let mut builder = XdpSocketBuilder::new()
-        .map_err(|e| anyhow!("creating the AF_XDP socket (needs root): {e}"))?;
-    let ring_cfg = RingConfigBuilder {
-        rx_count: args.ring,
-        tx_count: args.ring,
-        // Twice the RX ring: copy mode consumes fill entries in batches (platform facts).
-        fill_count: args.ring * 2,
-        completion_count: args.ring,
-    }
-    .build()
-    .map_err(|e| anyhow!("ring config: {e}"))?;
-    let (mut rings, mut flags) = builder
-        .build_wakable_rings(&umem, ring_cfg)
-        .map_err(|e| anyhow!("setting up the AF_XDP rings and UMEM (needs CAP_IPC_LOCK): {e}"))?;
-    flags.force_copy();
-    let socket = builder
-        .bind(nic, args.queue, flags)
-        .map_err(|e| anyhow!("binding to {} queue {}: {e}", args.interface, args.queue))?;
-    let fd = socket.as_raw_fd();
-    let mut rx_ring = rings.rx_ring.take().context("the socket has no RX ring")?;
-    let mut tx_ring = rings.tx_ring.take().context("the socket has no TX ring")?;
+    // Declaration order is drop order reversed: the batch (frames of the socket's UMEM) goes
+    // first, then the program (detached), then the socket.
+    let sizes = XskSizes {
+        frames: args.frames,
+        ring: args.ring,
+    };
+    let mut xsk =
+        Xsk::open(&args.interface, args.queue, sizes, CopyMode::Copy).with_context(|| {
+            format!(
+                "opening an AF_XDP socket on {} queue {}",
+                args.interface, args.queue
+            )
+        })?;
 
     let mut program = XdpProgram::load().context("loading quixd's XDP program")?;
     program.set_ports(&[args.port])?;
     program.set_address_filter(false)?;
-    // SAFETY: `fd` is the AF_XDP socket's, owned by `socket`, which lives until the end of
-    // this function, past every use of the borrow (registration and the TX kicks).
-    let socket_fd = unsafe { BorrowedFd::borrow_raw(fd) };
-    program.register_xsk(args.queue, socket_fd)?;
+    program.register_xsk(args.queue, xsk.as_fd())?;
     let attached = program
         .attach(&args.interface, mode)
         .with_context(|| format!("attaching to {}", args.interface))?;
 
     let mut batch = HeapSlab::with_capacity(BATCH);
     let mut c = Counters::default();
-    // Frames in the TX ring or on their way out, not yet reaped.
-    let mut in_flight = 0usize;
-    // Frames may sit in the TX ring that no kick has sent yet.
-    let mut unkicked = false;
-    let free = umem.allocatable();
-    // SAFETY: the frames handed to the kernel belong to `umem`, which outlives the rings and
-    // the socket (declared before them, so dropped after them).
-    unsafe { rings.fill_ring.enqueue(&mut umem, free, false) }.context("filling the fill ring")?;
 
     eprintln!(
         "bare-xdp: listening on {} queue {} port {} (attach {attached}, copy mode, {} frames, \
@@ -161,84 +107,34 @@ pub fn run(args: &BareArgs) -> Result<()> {
     );
 
     while !stop.load(Ordering::Relaxed) {
-        // Completed transmissions and dropped frames back to the fill ring.
-        in_flight -= rings.completion_ring.dequeue(&mut umem, in_flight);
-        let free = umem.allocatable();
-        if free > 0 {
-            // SAFETY: as above, the frames belong to `umem`.
-            unsafe { rings.fill_ring.enqueue(&mut umem, free, false) }
-                .context("refilling the fill ring")?;
-        }
+        // Completed transmissions back to free, free frames to the fill ring.
+        let reaped = xsk.reap();
+        xsk.refill();
 
-        let mut received = 0;
-        if batch.is_empty() {
-            // SAFETY: the frames point into `umem`; each goes to the TX ring or back to
-            // `umem` before the next receive, and `batch` is dropped before `umem`.
-            received = unsafe { rx_ring.recv(&umem, &mut batch) };
-            for _ in 0..received {
-                let Some(mut frame) = batch.pop_back() else {
-                    break;
-                };
-                if turn_around(&mut frame) {
-                    // Cannot fail: the one just popped left room.
-                    let _ = batch.push_front(frame);
-                } else {
-                    c.dropped_not_udp += 1;
-                    umem.free_packet(frame);
-                }
-            }
-            c.rx += received as u64;
-        }
-        if !batch.is_empty() {
-            // SAFETY: the frames belong to `umem`, which outlives the socket; they come back
-            // through the completion ring. No wakeup here: the kicks below do it.
-            let queued = unsafe { tx_ring.send(&mut batch, false) }.context("TX ring")?;
-            in_flight += queued;
-            unkicked |= queued > 0;
-            c.tx += queued as u64;
-            if !batch.is_empty() {
-                c.tx_ring_full += 1;
+        let received = xsk.recv(&mut batch);
+        c.rx += received as u64;
+        while let Some(mut frame) = batch.pop_back() {
+            if !turn_around(&mut frame) {
+                c.dropped_not_udp += 1;
+                xsk.release(frame);
+            } else if !xsk.forward(frame) {
+                c.tx_queue_full += 1;
             }
         }
+        let sent = xsk.flush_tx().context("AF_XDP transmit")?;
+        c.tx += sent as u64;
 
-        let mut progressed = received > 0;
-        // Copy-mode TX: each kick sends one kernel batch; EAGAIN says more remain (or the
-        // device asked to retry), success that the ring was drained.
-        let mut kicks = 0;
-        while unkicked && kicks < MAX_KICKS {
-            kicks += 1;
-            c.kicks += 1;
-            let again = match kick_tx(socket_fd) {
-                Ok(()) => false,
-                Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => {
-                    c.kick_eagain += 1;
-                    true
-                }
-                Err(e) if matches!(e.raw_os_error(), Some(libc::EBUSY | libc::ENOBUFS)) => {
-                    c.kick_busy += 1;
-                    true
-                }
-                Err(e) => return Err(e).context("kicking AF_XDP TX (sendto)"),
-            };
-            let done = rings.completion_ring.dequeue(&mut umem, in_flight);
-            in_flight -= done;
-            progressed |= done > 0;
-            unkicked = again;
-        }
-
-        // Nothing received or completed (a kick that only said EAGAIN does not count: the
-        // device may be busy): wait, for RX or briefly while TX drains; the poll kicks TX too.
-        if !progressed {
+        // Nothing received, sent or completed: wait, for RX or briefly while TX drains (the
+        // poll transmits in copy mode too).
+        if received == 0 && sent == 0 && reaped == 0 {
             c.waits += 1;
-            let wait = if unkicked || in_flight > 0 {
+            let wait = if xsk.tx_in_flight() > 0 || xsk.tx_backlog() > 0 {
                 DRAIN_WAIT
             } else {
                 IDLE_WAIT
             };
             // EINTR (a stop signal) returns Ok(false); the loop condition sees the flag.
-            socket
-                .poll_read(PollTimeout::new(Some(wait)))
-                .context("polling the AF_XDP socket")?;
+            xsk.poll(wait).context("polling the AF_XDP socket")?;
         }
     }
 
@@ -246,14 +142,21 @@ pub fn run(args: &BareArgs) -> Result<()> {
     program.detach().context("detaching the XDP program")?;
     drop(program);
     let mut line = format!(
-        "bare-xdp: rx={} tx={} dropped_not_udp={} tx_ring_full={} kicks={} kick_eagain={} \
-         kick_busy={} waits={} tx_unreaped={in_flight}",
-        c.rx, c.tx, c.dropped_not_udp, c.tx_ring_full, c.kicks, c.kick_eagain, c.kick_busy, c.waits,
+        "bare-xdp: rx={} tx={} dropped_not_udp={} tx_queue_full={} kicks={} kicks_busy={} \
+         waits={} tx_unreaped={}",
+        c.rx,
+        c.tx,
+        c.dropped_not_udp,
+        c.tx_queue_full,
+        xsk.kicks,
+        xsk.kicks_busy,
+        c.waits,
+        xsk.tx_in_flight(),
     );
     if let Some(p) = prog {
         line += &format!(" prog_redirected={} prog_passed={}", p.redirected, p.passed);
     }
-    if let Ok(s) = socket.statistics() {
+    if let Some(s) = xsk.statistics() {
         line += &format!(
             " xsk_rx_dropped={} xsk_rx_invalid_descs={} xsk_tx_invalid_descs={} \
              xsk_rx_ring_full={} xsk_rx_fill_ring_empty_descs={} xsk_tx_ring_empty_descs={}",

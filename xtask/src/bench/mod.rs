@@ -315,7 +315,7 @@ impl Server {
             Server::XdpDriver => "quixd, backend = \"xdp\", attach = \"driver\" (native XDP on veth), AF_XDP copy mode, transmit = \"auto\" (receive through AF_XDP, send through the kernel socket with GSO in copy mode)",
             Server::XdpDriverAfXdp => "quixd, backend = \"xdp\", attach = \"driver\", transmit = \"af_xdp\" (AF_XDP both ways, copy mode)",
             Server::Floor => "QUIC floor: quinn-proto server endpoint joined in memory to the client (no datapath)",
-            Server::BareXdp => "raw scenario only: a bare AF_XDP echo (quixd's XDP program, driver mode, one copy-mode socket driven directly with the `xdp` crate; swaps addresses in place and sends the same frame back: no parsing beyond the headers, no checksum, no copy)",
+            Server::BareXdp => "raw scenario only: a bare AF_XDP echo (quixd's XDP program, driver mode, one copy-mode socket, quixd's own socket module (UMEM, rings, kick policy); swaps addresses in place and sends the same frame back: no parsing beyond the headers, no checksum, no copy)",
         }
     }
 

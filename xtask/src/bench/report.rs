@@ -1158,9 +1158,10 @@ runs in the server side's NAPI kthread on the server's core, and the client's on
 const METHOD_RAW: &str = "\
 - The raw scenarios have no QUIC: quixd runs `quixd udp-echo` on each backend (every datagram \
 goes back to its sender through the same backend), and the reference is a bare AF_XDP echo \
-(`xtask bench bare-xdp`: quixd's XDP program in driver mode and one copy-mode AF_XDP socket \
-driven directly with the `xdp` crate; it swaps the addresses in place and sends the same frame \
-back, with no checksum check and no copy). Their load generator (`raw.rs`) sends 1200-byte \
+(`xtask bench bare-xdp`: quixd's XDP program in driver mode and one copy-mode AF_XDP socket, \
+quixd's own socket module with its UMEM, rings and kick policy; it swaps the addresses in place \
+and sends the same frame back, with no parsing beyond the headers, no checksum check and no \
+copy). Their load generator (`raw.rs`) sends 1200-byte \
 datagrams from one connected socket in sendmmsg batches (closed loop: a fixed number \
 outstanding; light: on an open-loop schedule) and reads the echoes with recvmmsg; a unit is a \
 datagram echoed back inside the window, and each carries its send time, so p50/p99 are \

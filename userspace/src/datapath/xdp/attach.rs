@@ -23,63 +23,16 @@
 use std::ffi::CString;
 use std::fmt;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
-use std::str::FromStr;
+use std::os::fd::AsFd;
 
 use aya::programs::links::{FdLink, LinkType};
 use aya::programs::{loaded_links, loaded_programs, ProgramError, Xdp, XdpMode};
 use serde::{Deserialize, Serialize};
 
+use super::netlink::xdp as rtnl;
+pub use super::options::AttachMode;
 use super::program::PROGRAM_NAME;
-
-/// How to attach: the operator's choice.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum AttachMode {
-    /// Driver (native) mode if the driver supports it, else SKB (generic) mode; the result
-    /// says which one was used and why driver mode was not.
-    #[default]
-    Auto,
-    /// Driver (native) mode only: the driver runs the program before any skb is built.
-    Driver,
-    /// SKB (generic) mode only: works on every interface, after the skb is built.
-    Skb,
-}
-
-impl AttachMode {
-    /// The names accepted by [`FromStr`] and serde.
-    pub const NAMES: [&'static str; 3] = ["auto", "driver", "skb"];
-
-    /// The name used in configs and on the command line.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Auto => "auto",
-            Self::Driver => "driver",
-            Self::Skb => "skb",
-        }
-    }
-}
-
-impl fmt::Display for AttachMode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl FromStr for AttachMode {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "auto" => Ok(Self::Auto),
-            "driver" | "drv" | "native" => Ok(Self::Driver),
-            "skb" | "generic" => Ok(Self::Skb),
-            other => Err(format!(
-                "unknown XDP attach mode `{other}` (expected auto, driver or skb)"
-            )),
-        }
-    }
-}
+use super::sys::bpf;
 
 /// The mode an XDP program actually runs in on an interface.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -500,18 +453,27 @@ fn link_io_error(error: aya::programs::links::LinkError) -> io::Error {
     }
 }
 
+impl rtnl::LinkXdp {
+    /// The (mode, program id) pairs attached.
+    fn programs(&self) -> Vec<(AttachedMode, u32)> {
+        [
+            (AttachedMode::Driver, self.drv_prog),
+            (AttachedMode::Skb, self.skb_prog),
+            (AttachedMode::Hardware, self.hw_prog),
+        ]
+        .into_iter()
+        .filter(|(_, id)| *id != 0)
+        .collect()
+    }
+}
+
 /// The index of `iface` in the calling thread's network namespace.
 pub fn ifindex(iface: &str) -> Result<u32, AttachError> {
     let no_such = || AttachError::NoSuchInterface {
         iface: iface.to_owned(),
     };
     let name = CString::new(iface).map_err(|_| no_such())?;
-    // SAFETY: `name` is a valid NUL-terminated string.
-    let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
-    if index == 0 {
-        return Err(no_such());
-    }
-    Ok(index)
+    bpf::if_nametoindex(&name).ok_or_else(no_such)
 }
 
 /// The XDP programs attached to `iface` (calling thread's network namespace).
@@ -844,10 +806,7 @@ fn detach_netlink_copy(
         existing.mode.netlink_flag() | rtnl::XDP_FLAGS_REPLACE,
         Some(fd.as_fd()),
     )
-    .map_err(|error| match error.message {
-        Some(message) => replace_error(format!("{}: {message}", error.error)),
-        None => replace_error(error.error.to_string()),
-    })
+    .map_err(|error| replace_error(error.to_string()))
 }
 
 trait FilterEperm {
@@ -869,435 +828,6 @@ impl FilterEperm for io::Result<()> {
 fn force_detach(link_id: u32) -> io::Result<()> {
     let fd = bpf::link_fd_by_id(link_id)?;
     bpf::link_detach(fd.as_fd())
-}
-
-/// The few raw bpf(2) commands aya does not expose.
-mod bpf {
-    use super::*;
-
-    const BPF_PROG_GET_FD_BY_ID: libc::c_long = 13;
-    const BPF_LINK_GET_FD_BY_ID: libc::c_long = 30;
-    const BPF_LINK_DETACH: libc::c_long = 34;
-
-    fn sys_bpf(cmd: libc::c_long, attr: &mut [u64; 8]) -> io::Result<libc::c_long> {
-        // SAFETY: `attr` is a zeroed, 64-byte `union bpf_attr` prefix that outlives the call;
-        // the kernel reads at most `size` bytes of it.
-        let ret = unsafe {
-            libc::syscall(
-                libc::SYS_bpf,
-                cmd,
-                attr.as_mut_ptr(),
-                std::mem::size_of_val(attr),
-            )
-        };
-        if ret < 0 {
-            Err(io::Error::last_os_error())
-        } else {
-            Ok(ret)
-        }
-    }
-
-    fn fd_from(ret: libc::c_long) -> OwnedFd {
-        // SAFETY: the kernel returned a new file descriptor that nothing else owns.
-        unsafe { OwnedFd::from_raw_fd(ret as i32) }
-    }
-
-    /// `BPF_PROG_GET_FD_BY_ID`: attr { prog_id: u32, next_id: u32, open_flags: u32 }.
-    pub(super) fn prog_fd_by_id(id: u32) -> io::Result<OwnedFd> {
-        let mut attr = [0u64; 8];
-        attr[0] = first_u32(id);
-        sys_bpf(BPF_PROG_GET_FD_BY_ID, &mut attr).map(fd_from)
-    }
-
-    /// `BPF_LINK_GET_FD_BY_ID`: attr { link_id: u32, next_id: u32, open_flags: u32 }.
-    pub(super) fn link_fd_by_id(id: u32) -> io::Result<OwnedFd> {
-        let mut attr = [0u64; 8];
-        attr[0] = first_u32(id);
-        sys_bpf(BPF_LINK_GET_FD_BY_ID, &mut attr).map(fd_from)
-    }
-
-    /// `BPF_LINK_DETACH`: attr { link_fd: u32 }.
-    pub(super) fn link_detach(fd: BorrowedFd<'_>) -> io::Result<()> {
-        let mut attr = [0u64; 8];
-        attr[0] = first_u32(fd.as_raw_fd() as u32);
-        sys_bpf(BPF_LINK_DETACH, &mut attr).map(|_| ())
-    }
-
-    /// A u64 whose first four bytes in memory are `value` (native endian).
-    fn first_u32(value: u32) -> u64 {
-        let mut bytes = [0u8; 8];
-        bytes[..4].copy_from_slice(&value.to_ne_bytes());
-        u64::from_ne_bytes(bytes)
-    }
-}
-
-/// Just enough rtnetlink for XDP: read a link's (or every link's) `IFLA_XDP`, and set/clear
-/// a program with `IFLA_XDP_EXPECTED_FD`.
-mod rtnl {
-    use super::*;
-
-    const RTM_NEWLINK: u16 = 16;
-    const RTM_GETLINK: u16 = 18;
-    const RTM_SETLINK: u16 = 19;
-    const NLM_F_REQUEST: u16 = 0x1;
-    const NLM_F_ACK: u16 = 0x4;
-    const NLM_F_DUMP: u16 = 0x300;
-    const NLM_F_CAPPED: u16 = 0x100;
-    const NLM_F_ACK_TLVS: u16 = 0x200;
-    const NLMSG_ERROR: u16 = 2;
-    const NLMSG_DONE: u16 = 3;
-    const IFLA_IFNAME: u16 = 3;
-    const IFLA_EXT_MASK: u16 = 29;
-    const IFLA_XDP: u16 = 43;
-    const IFLA_XDP_FD: u16 = 1;
-    const IFLA_XDP_ATTACHED: u16 = 2;
-    const IFLA_XDP_FLAGS: u16 = 3;
-    const IFLA_XDP_PROG_ID: u16 = 4;
-    const IFLA_XDP_DRV_PROG_ID: u16 = 5;
-    const IFLA_XDP_SKB_PROG_ID: u16 = 6;
-    const IFLA_XDP_HW_PROG_ID: u16 = 7;
-    const IFLA_XDP_EXPECTED_FD: u16 = 8;
-    const XDP_ATTACHED_DRV: u8 = 1;
-    const XDP_ATTACHED_SKB: u8 = 2;
-    const XDP_ATTACHED_HW: u8 = 3;
-    const NLA_F_NESTED: u16 = 1 << 15;
-    const NLA_TYPE_MASK: u16 = 0x3fff;
-    const SOL_NETLINK: libc::c_int = 270;
-    const NETLINK_CAP_ACK: libc::c_int = 10;
-    const NETLINK_EXT_ACK: libc::c_int = 11;
-    const NLMSGERR_ATTR_MSG: u16 = 1;
-    const RTEXT_FILTER_SKIP_STATS: u32 = 1 << 3;
-    const NLMSG_HDRLEN: usize = 16;
-    const IFINFOMSG_LEN: usize = 16;
-
-    pub(super) const XDP_FLAGS_SKB_MODE: u32 = 1 << 1;
-    pub(super) const XDP_FLAGS_DRV_MODE: u32 = 1 << 2;
-    pub(super) const XDP_FLAGS_HW_MODE: u32 = 1 << 3;
-    pub(super) const XDP_FLAGS_REPLACE: u32 = 1 << 4;
-
-    /// One link's XDP state.
-    #[derive(Debug, Clone, Default)]
-    pub(super) struct LinkXdp {
-        pub ifindex: u32,
-        pub name: String,
-        pub drv_prog: u32,
-        pub skb_prog: u32,
-        pub hw_prog: u32,
-    }
-
-    impl LinkXdp {
-        pub fn programs(&self) -> Vec<(AttachedMode, u32)> {
-            [
-                (AttachedMode::Driver, self.drv_prog),
-                (AttachedMode::Skb, self.skb_prog),
-                (AttachedMode::Hardware, self.hw_prog),
-            ]
-            .into_iter()
-            .filter(|(_, id)| *id != 0)
-            .collect()
-        }
-    }
-
-    /// A netlink error with the kernel's extended-ack message, if it sent one.
-    #[derive(Debug)]
-    pub(super) struct NlError {
-        pub error: io::Error,
-        pub message: Option<String>,
-    }
-
-    impl From<io::Error> for NlError {
-        fn from(error: io::Error) -> Self {
-            Self {
-                error,
-                message: None,
-            }
-        }
-    }
-
-    struct Socket {
-        fd: OwnedFd,
-    }
-
-    impl Socket {
-        fn open() -> io::Result<Self> {
-            // SAFETY: plain socket(2); the result is checked.
-            let fd = unsafe {
-                libc::socket(
-                    libc::AF_NETLINK,
-                    libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-                    libc::NETLINK_ROUTE,
-                )
-            };
-            if fd < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            // SAFETY: a new fd we own.
-            let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-            for opt in [NETLINK_EXT_ACK, NETLINK_CAP_ACK] {
-                let one: libc::c_int = 1;
-                // SAFETY: valid fd and option buffer; failure only loses error messages.
-                unsafe {
-                    libc::setsockopt(
-                        fd.as_raw_fd(),
-                        SOL_NETLINK,
-                        opt,
-                        (&one as *const libc::c_int).cast(),
-                        std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-                    );
-                }
-            }
-            Ok(Self { fd })
-        }
-
-        /// Sends `payload` as one message and collects the payloads of the `RTM_NEWLINK`
-        /// answers until the request is complete.
-        fn request(&self, kind: u16, flags: u16, payload: &[u8]) -> Result<Vec<Vec<u8>>, NlError> {
-            const SEQ: u32 = 1;
-            let mut message = Vec::with_capacity(NLMSG_HDRLEN + payload.len());
-            message.extend_from_slice(&((NLMSG_HDRLEN + payload.len()) as u32).to_ne_bytes());
-            message.extend_from_slice(&kind.to_ne_bytes());
-            message.extend_from_slice(&(flags | NLM_F_REQUEST).to_ne_bytes());
-            message.extend_from_slice(&SEQ.to_ne_bytes());
-            message.extend_from_slice(&0u32.to_ne_bytes());
-            message.extend_from_slice(payload);
-            // SAFETY: an all-zero sockaddr_nl is valid; we then set the family.
-            let mut kernel: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
-            kernel.nl_family = libc::AF_NETLINK as libc::sa_family_t;
-            // SAFETY: valid fd, buffer and address for the duration of the call.
-            let sent = unsafe {
-                libc::sendto(
-                    self.fd.as_raw_fd(),
-                    message.as_ptr().cast(),
-                    message.len(),
-                    0,
-                    (&kernel as *const libc::sockaddr_nl).cast(),
-                    std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
-                )
-            };
-            if sent < 0 {
-                return Err(io::Error::last_os_error().into());
-            }
-            let dump = flags & NLM_F_DUMP == NLM_F_DUMP;
-            let ack = flags & NLM_F_ACK != 0;
-            let mut answers = Vec::new();
-            let mut buf = vec![0u8; 1 << 16];
-            loop {
-                // SAFETY: valid fd and buffer.
-                let n = unsafe {
-                    libc::recv(
-                        self.fd.as_raw_fd(),
-                        buf.as_mut_ptr().cast(),
-                        buf.len(),
-                        libc::MSG_TRUNC,
-                    )
-                };
-                if n < 0 {
-                    let error = io::Error::last_os_error();
-                    if error.kind() == io::ErrorKind::Interrupted {
-                        continue;
-                    }
-                    return Err(error.into());
-                }
-                let n = n as usize;
-                if n > buf.len() {
-                    return Err(io::Error::other("netlink answer larger than 64 KiB").into());
-                }
-                let mut rest = &buf[..n];
-                while rest.len() >= NLMSG_HDRLEN {
-                    let len = u32::from_ne_bytes(rest[0..4].try_into().unwrap()) as usize;
-                    let kind = u16::from_ne_bytes(rest[4..6].try_into().unwrap());
-                    let flags = u16::from_ne_bytes(rest[6..8].try_into().unwrap());
-                    let seq = u32::from_ne_bytes(rest[8..12].try_into().unwrap());
-                    if len < NLMSG_HDRLEN || len > rest.len() {
-                        return Err(io::Error::other("malformed netlink answer").into());
-                    }
-                    let body = &rest[NLMSG_HDRLEN..len];
-                    rest = &rest[align4(len).min(rest.len())..];
-                    if seq != SEQ {
-                        continue;
-                    }
-                    match kind {
-                        NLMSG_DONE => return Ok(answers),
-                        NLMSG_ERROR => {
-                            if body.len() < 4 {
-                                return Err(io::Error::other("short netlink error").into());
-                            }
-                            let code = i32::from_ne_bytes(body[0..4].try_into().unwrap());
-                            if code == 0 {
-                                return Ok(answers);
-                            }
-                            return Err(NlError {
-                                error: io::Error::from_raw_os_error(-code),
-                                message: extack_message(body, flags),
-                            });
-                        }
-                        RTM_NEWLINK => {
-                            answers.push(body.to_vec());
-                            if !dump && !ack {
-                                return Ok(answers);
-                            }
-                        }
-                        _ => {}
-                    }
-                }
-            }
-        }
-    }
-
-    fn align4(len: usize) -> usize {
-        (len + 3) & !3
-    }
-
-    /// `NLMSGERR_ATTR_MSG` from an error message's TLVs, if present.
-    fn extack_message(body: &[u8], flags: u16) -> Option<String> {
-        if flags & NLM_F_ACK_TLVS == 0 || body.len() < 4 + NLMSG_HDRLEN {
-            return None;
-        }
-        let original_len = if flags & NLM_F_CAPPED != 0 {
-            NLMSG_HDRLEN
-        } else {
-            u32::from_ne_bytes(body[4..8].try_into().unwrap()) as usize
-        };
-        let tlvs = body.get(4 + align4(original_len)..)?;
-        attributes(tlvs)
-            .find(|(kind, _)| *kind == NLMSGERR_ATTR_MSG)
-            .map(|(_, data)| c_string(data))
-    }
-
-    /// (type, data) of each attribute in `buf`.
-    fn attributes(mut buf: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
-        std::iter::from_fn(move || {
-            if buf.len() < 4 {
-                return None;
-            }
-            let len = u16::from_ne_bytes(buf[0..2].try_into().unwrap()) as usize;
-            let kind = u16::from_ne_bytes(buf[2..4].try_into().unwrap()) & NLA_TYPE_MASK;
-            if len < 4 || len > buf.len() {
-                return None;
-            }
-            let data = &buf[4..len];
-            buf = &buf[align4(len).min(buf.len())..];
-            Some((kind, data))
-        })
-    }
-
-    fn c_string(data: &[u8]) -> String {
-        let end = data.iter().position(|&b| b == 0).unwrap_or(data.len());
-        String::from_utf8_lossy(&data[..end]).into_owned()
-    }
-
-    fn u32_of(data: &[u8]) -> u32 {
-        data.get(..4)
-            .map(|b| u32::from_ne_bytes(b.try_into().unwrap()))
-            .unwrap_or(0)
-    }
-
-    fn push_attr(buf: &mut Vec<u8>, kind: u16, data: &[u8]) {
-        buf.extend_from_slice(&((4 + data.len()) as u16).to_ne_bytes());
-        buf.extend_from_slice(&kind.to_ne_bytes());
-        buf.extend_from_slice(data);
-        buf.resize(align4(buf.len()), 0);
-    }
-
-    fn ifinfomsg(index: u32) -> Vec<u8> {
-        let mut msg = vec![0u8; IFINFOMSG_LEN];
-        msg[0] = libc::AF_UNSPEC as u8;
-        msg[4..8].copy_from_slice(&(index as i32).to_ne_bytes());
-        msg
-    }
-
-    fn parse_link(body: &[u8]) -> Option<LinkXdp> {
-        if body.len() < IFINFOMSG_LEN {
-            return None;
-        }
-        let mut link = LinkXdp {
-            ifindex: i32::from_ne_bytes(body[4..8].try_into().unwrap()) as u32,
-            ..LinkXdp::default()
-        };
-        for (kind, data) in attributes(&body[IFINFOMSG_LEN..]) {
-            match kind {
-                IFLA_IFNAME => link.name = c_string(data),
-                IFLA_XDP => {
-                    let mut attached = 0u8;
-                    let mut prog_id = 0u32;
-                    for (kind, data) in attributes(data) {
-                        match kind {
-                            IFLA_XDP_ATTACHED => attached = data.first().copied().unwrap_or(0),
-                            IFLA_XDP_PROG_ID => prog_id = u32_of(data),
-                            IFLA_XDP_DRV_PROG_ID => link.drv_prog = u32_of(data),
-                            IFLA_XDP_SKB_PROG_ID => link.skb_prog = u32_of(data),
-                            IFLA_XDP_HW_PROG_ID => link.hw_prog = u32_of(data),
-                            _ => {}
-                        }
-                    }
-                    // Kernels before the per-mode ids (4.19) only say the mode and the id.
-                    if link.drv_prog == 0 && link.skb_prog == 0 && link.hw_prog == 0 {
-                        match attached {
-                            XDP_ATTACHED_DRV => link.drv_prog = prog_id,
-                            XDP_ATTACHED_SKB => link.skb_prog = prog_id,
-                            XDP_ATTACHED_HW => link.hw_prog = prog_id,
-                            _ => {}
-                        }
-                    }
-                }
-                _ => {}
-            }
-        }
-        Some(link)
-    }
-
-    fn get_request(index: u32) -> Vec<u8> {
-        let mut payload = ifinfomsg(index);
-        push_attr(
-            &mut payload,
-            IFLA_EXT_MASK,
-            &RTEXT_FILTER_SKIP_STATS.to_ne_bytes(),
-        );
-        payload
-    }
-
-    /// The XDP state of link `index`, `None` if there is no such link.
-    pub(super) fn get_link(index: u32) -> io::Result<Option<LinkXdp>> {
-        let socket = Socket::open()?;
-        match socket.request(RTM_GETLINK, 0, &get_request(index)) {
-            Ok(answers) => Ok(answers.first().and_then(|body| parse_link(body))),
-            Err(error) if error.error.raw_os_error() == Some(libc::ENODEV) => Ok(None),
-            Err(error) => Err(error.error),
-        }
-    }
-
-    /// The XDP state of every link.
-    pub(super) fn dump_links() -> io::Result<Vec<LinkXdp>> {
-        let socket = Socket::open()?;
-        let answers = socket
-            .request(RTM_GETLINK, NLM_F_DUMP, &get_request(0))
-            .map_err(|e| e.error)?;
-        Ok(answers.iter().filter_map(|body| parse_link(body)).collect())
-    }
-
-    /// `RTM_SETLINK` with `IFLA_XDP { FD = prog or -1, FLAGS = flags, EXPECTED_FD }`.
-    pub(super) fn set_xdp(
-        index: u32,
-        prog: Option<BorrowedFd<'_>>,
-        flags: u32,
-        expected: Option<BorrowedFd<'_>>,
-    ) -> Result<(), NlError> {
-        let mut nested = Vec::new();
-        let fd = prog.map_or(-1, |fd| fd.as_raw_fd());
-        push_attr(&mut nested, IFLA_XDP_FD, &fd.to_ne_bytes());
-        push_attr(&mut nested, IFLA_XDP_FLAGS, &flags.to_ne_bytes());
-        if let Some(expected) = expected {
-            push_attr(
-                &mut nested,
-                IFLA_XDP_EXPECTED_FD,
-                &expected.as_raw_fd().to_ne_bytes(),
-            );
-        }
-        let mut payload = ifinfomsg(index);
-        push_attr(&mut payload, IFLA_XDP | NLA_F_NESTED, &nested);
-        let socket = Socket::open()?;
-        socket.request(RTM_SETLINK, NLM_F_ACK, &payload).map(|_| ())
-    }
 }
 
 #[cfg(test)]

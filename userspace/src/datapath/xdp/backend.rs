@@ -17,8 +17,9 @@ use xdp::slab::{HeapSlab, Slab};
 
 use super::drops::DropLog;
 use super::neighbor::NeighborTable;
+pub use super::options::Transmit;
 use super::program::{AttachMode, XdpProgram, XdpProgramError};
-use super::xsk::{CopyMode, Ledger, Xsk, XskError, XskSizes};
+use super::socket::{CopyMode, Ledger, Xsk, XskError, XskSizes};
 use crate::datapath::socket::{SocketDatapath, SocketError};
 use crate::datapath::{Capabilities, Datapath, RxMeta, TxBatch};
 use crate::wire::{self, ChecksumPolicy, Checksums, FrameHeader, ParseCounters};
@@ -104,17 +105,6 @@ pub fn served_queues(settings: &XdpSettings) -> Result<Vec<u32>, XdpError> {
             })
         }
     }
-}
-
-/// Which path transmits take.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Transmit {
-    /// AF_XDP on zero-copy sockets; the kernel socket otherwise (see [`XdpDatapath::open`]).
-    Auto,
-    /// Frames we build, through the AF_XDP TX ring.
-    AfXdp,
-    /// The guard socket, with GSO: receive through AF_XDP, send through the kernel.
-    Kernel,
 }
 
 /// Counters of the XDP backend (the parse-drop reasons are in [`ParseCounters`]).
@@ -243,7 +233,7 @@ impl XdpDatapath {
                     }
                     program.set_address_filter(true)?;
                 }
-                program.set_max_frame(super::xsk::RX_FRAME_ROOM)?;
+                program.set_max_frame(super::socket::RX_FRAME_ROOM)?;
                 for xsk in &xsks {
                     program.register_xsk(xsk.queue, xsk.as_fd())?;
                 }
@@ -343,7 +333,7 @@ impl Datapath for XdpDatapath {
 
     fn capabilities(&self) -> Capabilities {
         // The largest UDP payload that fits the MTU with an IPv6 header, and a 2 KiB frame.
-        let frame_room = super::xsk::RX_FRAME_ROOM as usize - 14 - 4;
+        let frame_room = super::socket::RX_FRAME_ROOM as usize - 14 - 4;
         let max_payload = self.mtu.min(frame_room) - 48;
         let max_tx_segments = if self.tx_via_kernel {
             self.guard.capabilities().max_tx_segments
@@ -621,7 +611,7 @@ impl Datapath for XdpDatapath {
 
 /// Resolves `xdp.rx_checksum` for `interface`: `auto` trusts the partial form on veth only.
 fn resolve_checksums(interface: &str, policy: ChecksumPolicy) -> Checksums {
-    let driver = super::sys::driver_name(interface);
+    let driver = super::sys::ethtool::driver_name(interface);
     let checksums = match policy {
         ChecksumPolicy::Verify => Checksums::Verify,
         ChecksumPolicy::TrustOffload => Checksums::TrustPartial,

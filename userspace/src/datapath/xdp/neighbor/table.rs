@@ -13,11 +13,11 @@ pub type Mac = [u8; 6];
 /// Most destinations the per-destination cache holds. When full it is cleared (keeping its
 /// allocation), so a lookup never allocates and an attacker choosing many source addresses can
 /// only make lookups take the uncached path.
-pub(super) const CACHE_CAPACITY: usize = 4096;
+pub(crate) const CACHE_CAPACITY: usize = 4096;
 
 /// What a route does with matching packets.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum RouteKind {
+pub(crate) enum RouteKind {
     /// Forward out of `oif`, to `gateway` or (on-link) to the destination itself.
     Unicast { oif: u32, gateway: Option<IpAddr> },
     /// blackhole, unreachable, prohibit or throw: the kernel would not send it out.
@@ -26,7 +26,7 @@ pub(super) enum RouteKind {
 
 /// One route of the main table, as the kernel reported it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) struct Route {
+pub(crate) struct Route {
     /// The destination network (host bits are cleared on insertion).
     pub dst: IpAddr,
     pub prefix_len: u8,
@@ -53,7 +53,7 @@ impl Route {
 
 /// The interface the table serves.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(super) struct LinkInfo {
+pub(crate) struct LinkInfo {
     pub name: String,
     pub mac: Mac,
     pub mtu: u32,
@@ -63,7 +63,7 @@ pub(super) struct LinkInfo {
 
 /// Everything the kernel knows that matters here, from a dump.
 #[derive(Clone, Debug)]
-pub(super) struct Snapshot {
+pub(crate) struct Snapshot {
     pub link: LinkInfo,
     pub routes: Vec<Route>,
     /// Usable neighbour entries of the interface.
@@ -72,7 +72,7 @@ pub(super) struct Snapshot {
 
 /// One change, sent by the watcher thread to the owner.
 #[derive(Clone, Debug)]
-pub(super) enum Update {
+pub(crate) enum Update {
     /// A neighbour entry of our interface changed; `None` when it was deleted or is not usable
     /// (INCOMPLETE, FAILED, NONE).
     Neighbor {
@@ -137,7 +137,7 @@ struct RouteEntry {
 /// The main table's routes of one family, most specific first, then lowest priority first,
 /// then in the order the kernel reported them.
 #[derive(Clone, Debug, Default)]
-pub(super) struct Routes {
+pub(crate) struct Routes {
     v4: Vec<RouteEntry>,
     v6: Vec<RouteEntry>,
 }
@@ -250,7 +250,7 @@ fn normalize(mut route: Route) -> Route {
 }
 
 /// The state a [`super::NeighborTable`] owns and answers from.
-pub(super) struct State {
+pub(crate) struct State {
     ifindex: u32,
     link: LinkInfo,
     gone: bool,
@@ -384,7 +384,7 @@ impl State {
     }
 
     #[cfg(test)]
-    pub(super) fn cache_len(&self) -> usize {
+    pub(crate) fn cache_len(&self) -> usize {
         self.cache.len()
     }
 }

@@ -1,9 +1,5 @@
-//! rtnetlink through neli's `NlSocketHandle`: dumps (links, main-table routes, neighbours) on
-//! one socket, and the watcher thread reading multicast events on another.
-//!
-//! neli's `NlRouter` is not used: it runs a polling thread of its own per socket and reports a
-//! lost-event overflow (ENOBUFS) only to pending requests, never to the multicast receiver, so
-//! a subscriber could not know it must re-dump. The plain socket handle surfaces ENOBUFS.
+//! The next-hop mirror's netlink side: dumps of links, main-table routes and neighbours, and
+//! the watcher thread reading their multicast events on a socket of its own.
 
 use std::collections::HashMap;
 use std::io::{self, Cursor};
@@ -18,16 +14,17 @@ use neli::consts::nl::NlmF;
 use neli::consts::rtnl::{RtAddrFamily, RtScope, RtTable, Rtm, Rtn, Rtprot};
 use neli::consts::socket::NlFamily;
 use neli::err::{DeError, SocketError};
-use neli::nl::{NlPayload, Nlmsghdr, NlmsghdrBuilder};
+use neli::nl::Nlmsghdr;
 use neli::rtnl::{Ifinfomsg, IfinfomsgBuilder, Ndmsg, NdmsgBuilder, Rtmsg, RtmsgBuilder};
 use neli::socket::synchronous::NlSocketHandle;
 use neli::types::Buffer;
 use neli::utils::Groups;
 use neli::{FromBytesWithInput, Size, ToBytes};
 
-use super::sys::{self, Ready};
-use super::table::{LinkInfo, Mac, Route, RouteKind, Snapshot, Update};
-use super::NeighborError;
+use super::{align4, parse_u32, request_error, rtattrs, unbuildable, RequestError, Rtnl};
+use crate::datapath::xdp::neighbor::table::{LinkInfo, Mac, Route, RouteKind, Snapshot, Update};
+use crate::datapath::xdp::neighbor::NeighborError;
+use crate::datapath::xdp::sys::poll::{self as sys, Ready};
 
 // Numeric constants, so as not to depend on which of them a libc target or neli version names.
 const RTM_NEWLINK: u16 = 16;
@@ -36,8 +33,6 @@ const RTM_NEWROUTE: u16 = 24;
 const RTM_DELROUTE: u16 = 25;
 const RTM_NEWNEIGH: u16 = 28;
 const RTM_DELNEIGH: u16 = 29;
-const NLMSG_ERROR: u16 = 2;
-const NLMSG_DONE: u16 = 3;
 
 const RTA_DST: u16 = 1;
 const RTA_OIF: u16 = 4;
@@ -60,7 +55,7 @@ const NTF_PROXY: u8 = 0x08;
 const IFLA_ADDRESS: u16 = 1;
 const IFLA_IFNAME: u16 = 3;
 const IFLA_MTU: u16 = 4;
-pub(super) const ARPHRD_ETHER: u16 = 1;
+pub(crate) const ARPHRD_ETHER: u16 = 1;
 const IFF_UP: u32 = 0x1;
 const IFF_RUNNING: u32 = 0x40;
 const IFF_LOWER_UP: u32 = 0x10000;
@@ -72,25 +67,18 @@ const RTNLGRP_IPV6_ROUTE: u32 = 11;
 
 /// Receive buffer asked for the event socket; a burst beyond it costs a re-dump (ENOBUFS).
 const EVENT_RCVBUF: usize = 4 << 20;
-/// Attempts at a dump the kernel reports as interrupted (NLM_F_DUMP_INTR).
-const DUMP_ATTEMPTS: usize = 5;
 /// Pause before retrying a failed re-dump.
 const RESYNC_RETRY: Duration = Duration::from_millis(200);
 
 /// Turns neli's socket error into ours, for operation `op`.
 fn socket_error(op: &'static str, e: SocketError) -> NeighborError {
+    request_failed(op, request_error(e))
+}
+
+fn request_failed(op: &'static str, e: RequestError) -> NeighborError {
     match e {
-        SocketError::Io(io) => {
-            let io = match io.raw_os_error() {
-                Some(code) => io::Error::from_raw_os_error(code),
-                None => io::Error::new(io.kind(), io.to_string()),
-            };
-            os_error(op, io)
-        }
-        other => NeighborError::Malformed {
-            op,
-            detail: other.to_string(),
-        },
+        RequestError::Os { source, .. } => os_error(op, source),
+        RequestError::Malformed(detail) => NeighborError::Malformed { op, detail },
     }
 }
 
@@ -110,7 +98,7 @@ fn malformed(op: &'static str, e: impl std::fmt::Display) -> NeighborError {
 
 /// Opens the event socket, subscribed to link, neighbour and IPv4/IPv6 route changes,
 /// non-blocking. Open it before dumping so no change between dump and subscription is lost.
-pub(super) fn subscribe() -> Result<NlSocketHandle, NeighborError> {
+pub(crate) fn subscribe() -> Result<NlSocketHandle, NeighborError> {
     let groups = Groups::new_groups(&[
         RTNLGRP_LINK,
         RTNLGRP_NEIGH,
@@ -127,7 +115,7 @@ pub(super) fn subscribe() -> Result<NlSocketHandle, NeighborError> {
 
 /// One interface, from RTM_NEWLINK.
 #[derive(Clone, Debug)]
-pub(super) struct LinkMsg {
+pub(crate) struct LinkMsg {
     pub index: u32,
     pub name: String,
     pub link_type: u16,
@@ -157,84 +145,29 @@ impl LinkMsg {
 }
 
 /// The dump socket.
-pub(super) struct Dumper {
-    sock: NlSocketHandle,
-    seq: u32,
+pub(crate) struct Dumper {
+    rtnl: Rtnl,
 }
 
 impl Dumper {
     pub fn open() -> Result<Self, NeighborError> {
-        let sock = NlSocketHandle::connect(NlFamily::Route, None, Groups::empty())
-            .map_err(|e| socket_error("open a NETLINK_ROUTE socket", e))?;
-        Ok(Dumper { sock, seq: 1 })
+        let rtnl = Rtnl::open().map_err(|e| request_failed("open a NETLINK_ROUTE socket", e))?;
+        Ok(Dumper { rtnl })
     }
 
-    /// Sends a dump request and returns each answer's type and payload, retrying a dump the
-    /// kernel marks inconsistent.
+    /// Sends a dump request and returns each answer's type and payload.
     fn dump<P>(
         &mut self,
         op: &'static str,
         ty: Rtm,
-        payload: impl Fn() -> Result<P, NeighborError>,
+        payload: impl Fn() -> Result<P, RequestError>,
     ) -> Result<Vec<(u16, Buffer)>, NeighborError>
     where
         P: Size + ToBytes + std::fmt::Debug,
     {
-        for _ in 0..DUMP_ATTEMPTS {
-            self.seq = self.seq.wrapping_add(1);
-            let seq = self.seq;
-            let msg = NlmsghdrBuilder::default()
-                .nl_type(ty)
-                .nl_flags(NlmF::REQUEST | NlmF::DUMP)
-                .nl_seq(seq)
-                .nl_pid(0)
-                .nl_payload(NlPayload::Payload(payload()?))
-                .build()
-                .map_err(|e| malformed(op, e))?;
-            self.sock.send(&msg).map_err(|e| socket_error(op, e))?;
-            let mut out = Vec::new();
-            let mut interrupted = false;
-            'recv: loop {
-                let (iter, _) = self
-                    .sock
-                    .recv::<u16, Buffer>()
-                    .map_err(|e| socket_error(op, e))?;
-                for msg in iter {
-                    let msg: Nlmsghdr<u16, Buffer> = msg.map_err(|e| socket_error(op, e))?;
-                    if *msg.nl_seq() != seq {
-                        continue; // an answer to an earlier, abandoned request
-                    }
-                    if msg.nl_flags().contains(NlmF::DUMP_INTR) {
-                        interrupted = true;
-                    }
-                    match (*msg.nl_type(), msg.nl_payload()) {
-                        (NLMSG_DONE, NlPayload::DumpExtAck(err)) if *err.error() != 0 => {
-                            return Err(os_error(op, io::Error::from_raw_os_error(-err.error())));
-                        }
-                        (NLMSG_DONE, _) => break 'recv,
-                        (NLMSG_ERROR, NlPayload::Err(err)) => {
-                            return Err(os_error(op, io::Error::from_raw_os_error(-err.error())));
-                        }
-                        (NLMSG_ERROR, _) => break 'recv,
-                        (ty, NlPayload::Payload(p)) => out.push((ty, p.clone())),
-                        _ => {}
-                    }
-                }
-            }
-            if !interrupted {
-                return Ok(out);
-            }
-            tracing::debug!(
-                op,
-                "netlink dump interrupted by a concurrent change; retrying"
-            );
-        }
-        Err(NeighborError::Netlink {
-            op,
-            source: io::Error::other(format!(
-                "the kernel reported the dump inconsistent (NLM_F_DUMP_INTR) {DUMP_ATTEMPTS} times"
-            )),
-        })
+        self.rtnl
+            .request(ty, NlmF::DUMP, payload)
+            .map_err(|e| request_failed(op, e))
     }
 
     pub fn links(&mut self) -> Result<Vec<LinkMsg>, NeighborError> {
@@ -243,7 +176,7 @@ impl Dumper {
             IfinfomsgBuilder::default()
                 .ifi_family(RtAddrFamily::Unspecified)
                 .build()
-                .map_err(|e| malformed(OP, e))
+                .map_err(unbuildable)
         };
         let mut links = Vec::new();
         for (ty, payload) in self.dump(OP, Rtm::Getlink, req)? {
@@ -269,7 +202,7 @@ impl Dumper {
                     .rtm_scope(RtScope::Universe)
                     .rtm_type(Rtn::Unspec)
                     .build()
-                    .map_err(|e| malformed(OP, e))
+                    .map_err(unbuildable)
             };
             for (ty, payload) in self.dump(OP, Rtm::Getroute, req)? {
                 if ty == RTM_NEWROUTE {
@@ -295,7 +228,7 @@ impl Dumper {
                     .ndm_state(0.into())
                     .ndm_type(Rtn::Unspec)
                     .build()
-                    .map_err(|e| malformed(OP, e))
+                    .map_err(unbuildable)
             };
             for (ty, payload) in self.dump(OP, Rtm::Getneigh, req)? {
                 if ty == RTM_NEWNEIGH {
@@ -343,31 +276,6 @@ fn parse_addr(data: &[u8]) -> Option<IpAddr> {
 /// `struct rtvia { __kernel_sa_family_t rtvia_family; __u8 rtvia_addr[]; }`
 fn parse_via(data: &[u8]) -> Option<IpAddr> {
     parse_addr(data.get(2..)?)
-}
-
-fn parse_u32(data: &[u8]) -> Option<u32> {
-    Some(u32::from_ne_bytes(data.get(..4)?.try_into().ok()?))
-}
-
-fn align4(n: usize) -> usize {
-    (n + 3) & !3
-}
-
-/// Walks `struct rtattr` records (length, type, payload, padded to 4).
-fn rtattrs(mut data: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
-    std::iter::from_fn(move || {
-        if data.len() < 4 {
-            return None;
-        }
-        let len = u16::from_ne_bytes([data[0], data[1]]) as usize;
-        let ty = u16::from_ne_bytes([data[2], data[3]]) & 0x3fff;
-        if len < 4 || len > data.len() {
-            return None;
-        }
-        let payload = &data[4..len];
-        data = &data[align4(len).min(data.len())..];
-        Some((ty, payload))
-    })
 }
 
 /// Picks one next hop of an `RTA_MULTIPATH` route: the first live one through `ifindex`, else
@@ -524,7 +432,7 @@ fn parse_link(payload: &[u8]) -> Result<LinkMsg, DeError> {
 
 /// Counters the watcher shares with the owner (read only by `stats()`, off the hot path).
 #[derive(Debug, Default)]
-pub(super) struct WatcherShared {
+pub(crate) struct WatcherShared {
     pub resyncs: AtomicU64,
     pub errors: AtomicU64,
     pub tid: AtomicI32,
@@ -536,7 +444,7 @@ struct Closed;
 
 /// The background thread: reads events, turns them into [`Update`]s, re-dumps when events
 /// were lost or a link's state changed (the kernel flushes routes then without telling).
-pub(super) struct Watcher {
+pub(crate) struct Watcher {
     pub events: NlSocketHandle,
     pub dumper: Dumper,
     pub ifindex: u32,
@@ -755,15 +663,5 @@ mod tests {
         // Truncated input ends the walk instead of panicking.
         assert_eq!(pick_nexthop(&mp[..mp.len() - 3], 7), None);
         assert_eq!(pick_nexthop(&[], 7), None);
-    }
-
-    #[test]
-    fn rtattr_walk_stops_at_bad_lengths() {
-        let mut data = attr(1, &[1, 2, 3]);
-        data.extend(attr(2, &[9; 4]));
-        let seen: Vec<_> = rtattrs(&data).collect();
-        assert_eq!(seen, vec![(1, &[1u8, 2, 3][..]), (2, &[9u8; 4][..])]);
-        data.extend_from_slice(&[200, 0, 3, 0]);
-        assert_eq!(rtattrs(&data).count(), 2);
     }
 }

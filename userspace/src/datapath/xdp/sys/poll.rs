@@ -1,11 +1,11 @@
-//! The few raw syscalls the watcher needs beyond neli: an eventfd to stop it, `poll` on the
-//! netlink socket and that eventfd, `O_NONBLOCK`, and the thread id.
+//! The raw calls of the next-hop watcher thread: an eventfd to stop it, `poll` on its netlink
+//! socket and that eventfd, `O_NONBLOCK`, and the thread id.
 
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 /// Creates a non-blocking, close-on-exec eventfd.
-pub(super) fn eventfd() -> io::Result<OwnedFd> {
+pub fn eventfd() -> io::Result<OwnedFd> {
     // SAFETY: eventfd takes no pointers; a non-negative return is a new descriptor we own.
     let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
     if fd < 0 {
@@ -16,7 +16,7 @@ pub(super) fn eventfd() -> io::Result<OwnedFd> {
 }
 
 /// Adds one to an eventfd's counter, waking whoever polls it.
-pub(super) fn signal(fd: BorrowedFd<'_>) -> io::Result<()> {
+pub fn signal(fd: BorrowedFd<'_>) -> io::Result<()> {
     let one: u64 = 1;
     // SAFETY: writes 8 bytes from a live local u64 to a descriptor the borrow keeps open.
     let n = unsafe {
@@ -37,7 +37,7 @@ pub(super) fn signal(fd: BorrowedFd<'_>) -> io::Result<()> {
 }
 
 /// Sets `O_NONBLOCK` on a descriptor.
-pub(super) fn set_nonblocking(fd: RawFd) -> io::Result<()> {
+pub fn set_nonblocking(fd: RawFd) -> io::Result<()> {
     // SAFETY: F_GETFL takes no pointer; an invalid fd gives EBADF, not undefined behaviour.
     let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
     if flags < 0 {
@@ -52,7 +52,7 @@ pub(super) fn set_nonblocking(fd: RawFd) -> io::Result<()> {
 
 /// What [`wait`] saw.
 #[derive(Debug, PartialEq, Eq)]
-pub(super) enum Ready {
+pub enum Ready {
     /// The stop eventfd was signalled (it takes precedence).
     Stop,
     /// The socket has data or an error (such as ENOBUFS) to read.
@@ -61,7 +61,7 @@ pub(super) enum Ready {
 }
 
 /// Waits until `socket` is readable or `stop` is signalled, up to `timeout_ms` (-1: forever).
-pub(super) fn wait(socket: RawFd, stop: BorrowedFd<'_>, timeout_ms: i32) -> io::Result<Ready> {
+pub fn wait(socket: RawFd, stop: BorrowedFd<'_>, timeout_ms: i32) -> io::Result<Ready> {
     let mut fds = [
         libc::pollfd {
             fd: stop.as_raw_fd(),
@@ -95,7 +95,7 @@ pub(super) fn wait(socket: RawFd, stop: BorrowedFd<'_>, timeout_ms: i32) -> io::
 }
 
 /// The calling thread's kernel thread id.
-pub(super) fn gettid() -> i32 {
+pub fn gettid() -> i32 {
     // SAFETY: gettid has no arguments and cannot fail.
     unsafe { libc::gettid() }
 }

@@ -33,9 +33,7 @@
 //! interface). Usable neighbour states are the kernel's `NUD_VALID`: REACHABLE, STALE, DELAY,
 //! PROBE, PERMANENT and NOARP; INCOMPLETE, FAILED and NONE are not.
 
-mod netlink;
-mod sys;
-mod table;
+pub(super) mod table;
 
 use std::io;
 use std::net::IpAddr;
@@ -45,7 +43,10 @@ use std::sync::mpsc::{self, Receiver, TryRecvError};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use netlink::{Dumper, LinkMsg, Watcher, WatcherShared, ARPHRD_ETHER};
+use super::netlink::neighbor::{
+    self as netlink, Dumper, LinkMsg, Watcher, WatcherShared, ARPHRD_ETHER,
+};
+use super::sys::poll as sys;
 use table::State;
 
 pub use table::Mac;

@@ -1,4 +1,4 @@
-//! The raw calls the XDP backend makes beyond the `xdp` and `aya` crates.
+//! The interface's kernel driver, by ethtool ioctl.
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
