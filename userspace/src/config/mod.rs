@@ -225,7 +225,11 @@ impl Default for Tls {
 #[serde(deny_unknown_fields, default)]
 pub struct Transport {
     pub retry: bool,
-    pub stateless_reset_key: Option<ResetKey>,
+    pub stateless_reset_key: Option<SecretKey>,
+    /// Key of the address-validation tokens (Retry and NEW_TOKEN); random at each start when
+    /// left out. Hosts behind one load balancer share it so any of them accepts a token
+    /// another issued.
+    pub token_key: Option<SecretKey>,
     pub resumption: bool,
     pub zero_rtt: bool,
     pub idle_timeout_ms: u64,
@@ -245,6 +249,7 @@ impl Default for Transport {
         Self {
             retry: false,
             stateless_reset_key: None,
+            token_key: None,
             resumption: true,
             zero_rtt: true,
             idle_timeout_ms: 30_000,
@@ -269,21 +274,22 @@ pub enum Congestion {
     Bbr,
 }
 
-/// A 32-byte stateless reset key, written as 64 hex digits.
+/// A 32-byte secret key (stateless resets, address-validation tokens), written as 64 hex
+/// digits.
 #[derive(Clone, PartialEq, Eq)]
-pub struct ResetKey(pub [u8; 32]);
+pub struct SecretKey(pub [u8; 32]);
 
-impl std::fmt::Debug for ResetKey {
+impl std::fmt::Debug for SecretKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("ResetKey(..)")
+        f.write_str("SecretKey(..)")
     }
 }
 
-impl<'de> Deserialize<'de> for ResetKey {
+impl<'de> Deserialize<'de> for SecretKey {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
         parse_hex_key(&s)
-            .map(ResetKey)
+            .map(SecretKey)
             .map_err(serde::de::Error::custom)
     }
 }

@@ -68,14 +68,17 @@ fn full_transport_section_parses() {
     let src = minimal()
         + "[transport]\nretry = true\ncongestion = \"new_reno\"\nstateless_reset_key = \""
         + &"ab".repeat(32)
+        + "\"\ntoken_key = \""
+        + &"CD".repeat(32)
         + "\"\nidle_timeout_ms = 1000\n[apps.perf]\nalpn = [\"perf\"]\n";
     let config = parse(&src).unwrap();
     assert!(config.transport.retry);
     assert_eq!(config.transport.congestion, Congestion::NewReno);
     assert_eq!(
         config.transport.stateless_reset_key,
-        Some(ResetKey([0xab; 32]))
+        Some(SecretKey([0xab; 32]))
     );
+    assert_eq!(config.transport.token_key, Some(SecretKey([0xcd; 32])));
     assert_eq!(config.apps.perf.unwrap().alpn, ["perf"]);
 }
 

@@ -12,7 +12,7 @@ use bytes::BytesMut;
 use quinn_proto::crypto::rustls::HandshakeData;
 use quinn_proto::{
     Connection, ConnectionHandle, DatagramEvent, EcnCodepoint, Endpoint, EndpointConfig, Event,
-    ServerConfig, Transmit, VarInt,
+    ServerConfig, Transmit, ValidationTokenConfig, VarInt,
 };
 
 use crate::app::{Apps, Session};
@@ -222,7 +222,12 @@ impl Driver {
     /// connection IDs it issues name it ([`cid`]).
     pub fn with_setup(config: &Config, setup: &QuicSetup, worker: u8) -> Result<Self, SetupError> {
         let apps = Apps::from_config(&config.apps).map_err(SetupError::Root)?;
-        let server_config = setup.server_config.clone();
+        // Each worker its own log of used NEW_TOKEN tokens (quinn-proto's Bloom filter sits
+        // behind a mutex): no lock shared between workers. A token replayed to another worker
+        // or host is accepted once there too; it still proves the address it was issued to.
+        let mut server_config = (*setup.server_config).clone();
+        server_config.validation_token_config(ValidationTokenConfig::default());
+        let server_config = Arc::new(server_config);
         let max_tx_segments = setup.max_tx_segments;
         let mut endpoint_config = setup.endpoint_config.clone();
         let layout = setup.cids.clone();

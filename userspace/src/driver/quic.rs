@@ -87,6 +87,12 @@ pub fn server_config(
     let tls = tls::server_config(identity, alpns, transport)?;
     let crypto = QuicServerConfig::try_from(tls).map_err(|e| SetupError::QuicTls(e.to_string()))?;
     let mut server = ServerConfig::with_crypto(Arc::new(crypto));
+    if let Some(key) = &transport.token_key {
+        // Tokens are sealed with a key derived from the configured secret, as quinn-proto
+        // derives its random one.
+        let prk = ring::hkdf::Salt::new(ring::hkdf::HKDF_SHA256, &[]).extract(&key.0);
+        server.token_key(Arc::new(prk));
+    }
     server.transport_config(Arc::new(transport_config(transport, max_tx_segments)));
     Ok(server)
 }
