@@ -33,7 +33,7 @@ mod wait;
 
 mod batch;
 
-pub use batch::{TxBatch, TxSlot};
+pub use batch::{TxBatch, TxBuf, TxLedger, TxLoan, TxSlot};
 
 /// Explicit Congestion Notification codepoint, as carried in the IP header's low two TOS bits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
