@@ -8,7 +8,12 @@
 //! Transmits go the other way in a [`TxBatch`]: a ring of reusable buffers that quinn-proto
 //! writes into directly (`poll_transmit` fills a `Vec<u8>`), each with its [`TxMeta`]. A backend
 //! sends from the front of the batch and consumes what it took; what it could not take yet stays
-//! queued for the next turn.
+//! queued for the next turn. A backend whose kernel reads the payload after `send` returns
+//! (io_uring) borrows the buffer instead of copying it: it reserves spares for its in-flight
+//! capacity ([`TxBatch::reserve_lendable`]), takes the front transmit's buffer
+//! ([`TxBatch::lend_front`], a spare takes its place) and gives it back when the kernel is done
+//! ([`TxBatch::give_back`]). Backends that copy anyway (into UMEM frames, RIO's registered
+//! memory, a socket) just read [`TxBatch::queued`].
 //!
 //! Backends know nothing about QUIC; the driver knows nothing about sockets or frames.
 
@@ -33,7 +38,7 @@ mod wait;
 
 mod batch;
 
-pub use batch::{TxBatch, TxSlot};
+pub use batch::{TxBatch, TxBuf, TxLedger, TxLoan, TxSlot};
 
 /// Explicit Congestion Notification codepoint, as carried in the IP header's low two TOS bits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -125,6 +130,8 @@ pub trait Datapath {
 
     /// Sends as much of `batch` as the backend can take now, consuming it from the front.
     /// Datagrams the backend must drop (unroutable, too large) are consumed and counted there.
+    /// A backend that lends buffers gives the ones the kernel is done with back here, so the
+    /// driver keeps one batch per backend.
     fn send(&mut self, batch: &mut TxBatch) -> io::Result<()>;
 
     /// Blocks until a datagram may be ready to receive (or, with `tx_pending`, room to send),

@@ -416,42 +416,77 @@ pub struct Piece {
 /// Splits a transmit of `len` bytes with datagrams of `segment` bytes (`None`: one datagram)
 /// into requests: with send offload, as few as fit a slot of `slot` bytes, each a whole number
 /// of datagrams; without, one per datagram. Returns `None` when a single datagram does not fit
-/// a slot (the transmit cannot be sent).
+/// a slot (the transmit cannot be sent). The pieces are computed as they are iterated: no
+/// allocation per transmit.
 pub fn split_transmit(
     len: usize,
     segment: Option<usize>,
     offload: bool,
     slot: usize,
-) -> Option<Vec<Piece>> {
+) -> Option<Pieces> {
     let seg = segment.filter(|s| *s > 0 && *s < len).unwrap_or(len);
     if seg > slot {
         return None;
     }
-    if seg == len {
-        return Some(vec![Piece {
-            offset: 0,
-            len,
-            segment: None,
-        }]);
-    }
-    let per_piece = if offload {
+    let per_piece = if seg == len {
+        len
+    } else if offload {
         (slot / seg).max(1) * seg
     } else {
         seg
     };
-    let mut pieces = Vec::with_capacity(len.div_ceil(per_piece));
-    let mut offset = 0;
-    while offset < len {
-        let n = per_piece.min(len - offset);
-        pieces.push(Piece {
-            offset,
-            len: n,
-            segment: (n > seg).then_some(seg as u32),
-        });
-        offset += n;
-    }
-    Some(pieces)
+    Some(Pieces {
+        offset: 0,
+        len,
+        seg,
+        per_piece: per_piece.max(1),
+        // An empty transmit is still one (empty) request, as it always was.
+        empty: len == 0,
+    })
 }
+
+/// The requests of one transmit, in order (see [`split_transmit`]).
+#[derive(Clone, Copy, Debug)]
+pub struct Pieces {
+    offset: usize,
+    len: usize,
+    seg: usize,
+    per_piece: usize,
+    empty: bool,
+}
+
+impl Iterator for Pieces {
+    type Item = Piece;
+
+    fn next(&mut self) -> Option<Piece> {
+        if self.empty {
+            self.empty = false;
+            return Some(Piece {
+                offset: 0,
+                len: 0,
+                segment: None,
+            });
+        }
+        if self.offset >= self.len {
+            return None;
+        }
+        let n = self.per_piece.min(self.len - self.offset);
+        let piece = Piece {
+            offset: self.offset,
+            len: n,
+            segment: (n > self.seg).then_some(self.seg as u32),
+        };
+        self.offset += n;
+        Some(piece)
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let n = usize::from(self.empty) + (self.len - self.offset).div_ceil(self.per_piece);
+        (n, Some(n))
+    }
+}
+
+impl ExactSizeIterator for Pieces {}
 
 #[cfg(test)]
 mod tests {
@@ -618,6 +653,14 @@ mod tests {
 
     #[test]
     fn splits_transmits() {
+        let split_transmit = |len, segment, offload, slot| {
+            split_transmit(len, segment, offload, slot).map(|pieces| {
+                let n = pieces.len();
+                let all: Vec<Piece> = pieces.collect();
+                assert_eq!(n, all.len(), "the exact size is right");
+                all
+            })
+        };
         let p = |offset, len, segment| Piece {
             offset,
             len,
@@ -657,6 +700,10 @@ mod tests {
             ])
         );
         // A datagram larger than a slot cannot be sent.
+        assert_eq!(
+            split_transmit(0, None, true, 2048),
+            Some(vec![p(0, 0, None)])
+        );
         assert_eq!(split_transmit(3000, None, true, 2048), None);
         assert_eq!(split_transmit(6000, Some(3000), false, 2048), None);
     }

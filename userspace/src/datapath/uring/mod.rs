@@ -5,9 +5,11 @@
 //!   control messages (ECN, our address, GRO segment size) and the payload ([`msg`]); the
 //!   payload is lent to the driver, and the buffer goes back to the ring when the driver's
 //!   callback returns. No receive syscall per datagram, no copy besides the driver's own.
-//! - Send: each transmit is copied into a send slot ([`slots`]) whose `msghdr`, control
-//!   messages (ECN, source address, `UDP_SEGMENT` for a GSO batch) and payload stay put until
-//!   the completion; `IORING_OP_SENDMSG`, or `IORING_OP_SENDMSG_ZC` with `[io_uring] send_zc`.
+//! - Send: each transmit's buffer is lent by the driver's batch ([`TxBatch::lend_front`]) to a
+//!   send slot ([`slots`]) whose `msghdr` and control messages (ECN, source address,
+//!   `UDP_SEGMENT` for a GSO batch) point the kernel at it, no copy; all of it stays put until
+//!   the completion (zero-copy: the notification), then the buffer goes back to the batch.
+//!   `IORING_OP_SENDMSG`, or `IORING_OP_SENDMSG_ZC` with `[io_uring] send_zc`.
 //! - One `io_uring_enter` per loop turn for everything queued: in [`Datapath::wait`] when the
 //!   loop sleeps (submit and wait), otherwise at the start of the next [`Datapath::recv`].
 //! - Recovery: a multishot request that ends (buffers ran out: ENOBUFS, or anything else) is
@@ -22,7 +24,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use super::{Capabilities, Datapath, Ecn, RxMeta, TxBatch, TxSlot};
+use super::{Capabilities, Datapath, Ecn, RxMeta, TxBatch, TxMeta};
 
 mod bufring;
 mod error;
@@ -376,66 +378,100 @@ impl UringDatapath {
         Ok(())
     }
 
-    /// Queues one transmit; false when the send slots are all in flight (try again later).
-    fn send_one(&mut self, t: &TxSlot) -> io::Result<bool> {
-        let Some(idx) = self.endpoint_for(t.meta.src_port, &t.meta.dst) else {
-            self.counters.tx_no_socket += 1;
+    /// Sends the front transmit of `batch` from its own buffer, lent to the send slots, or
+    /// drops it (counted). Returns false, leaving it queued, when the send slots are all in
+    /// flight (try again later).
+    fn send_front(&mut self, batch: &mut TxBatch) -> io::Result<bool> {
+        let Some(t) = batch.queued().first() else {
             return Ok(true);
         };
+        let meta = t.meta;
         let len = t.buf.len();
-        if len == 0 {
-            self.counters.tx_empty += 1;
-            return Ok(true);
-        }
-        if len > self.ring.send_payload_capacity() {
-            self.counters.tx_too_big += 1;
-            return Ok(true);
-        }
-        let Some((dst, ipv4)) = self.sockets[idx].destination(t.meta.dst) else {
-            self.counters.tx_no_socket += 1;
+        let Some(plan) = self.plan(&meta, len) else {
+            batch.consume(1);
             return Ok(true);
         };
-        let seg = t.meta.segment_size.filter(|&s| s > 0 && s < len);
-        let split = seg.is_some() && (self.gso_broken || !self.gso);
-        let datagrams = seg.map_or(1, |s| len.div_ceil(s));
-        let requests = if split { datagrams } else { 1 };
-        if requests > self.ring.send_slots() {
-            // More datagrams than slots (only when split): it would never fit.
-            self.counters.tx_too_big += 1;
-            return Ok(true);
-        }
-        if self.ring.free_send_slots() < requests {
+        if self.ring.free_send_slots() < plan.requests {
             return Ok(false);
         }
-        let opts = SendOptions {
-            ipv4,
-            ecn: t.meta.ecn,
-            src_ip: t.meta.src_ip,
-            segment_size: None,
+        // The batch holds a spare for every send slot (see `send`), so with a slot free a
+        // spare is left too: this only fails if the batch was not reserved for us. Waiting
+        // for buffers to come back is then all we can do (no copy).
+        let Some(loan) = batch.lend_front() else {
+            return Ok(false);
         };
-        match seg {
-            Some(seg) if split => {
-                for chunk in t.buf.chunks(seg) {
-                    self.ring.send(idx, &dst, chunk, &opts)?;
-                }
-                self.counters.tx_split += 1;
-            }
-            _ => {
-                let opts = SendOptions {
-                    segment_size: seg.map(|s| s as u16),
-                    ..opts
-                };
-                self.ring.send(idx, &dst, &t.buf, &opts)?;
-            }
+        let opts = SendOptions {
+            ipv4: plan.ipv4,
+            ecn: meta.ecn,
+            src_ip: meta.src_ip,
+            segment_size: plan.gso.map(|s| s as u16),
+        };
+        let queued = self
+            .ring
+            .send(plan.sock, &plan.dst, loan.buf, plan.split, &opts)?;
+        debug_assert_eq!(queued, plan.requests, "free slots were counted");
+        if plan.split.is_some() {
+            self.counters.tx_split += 1;
         }
-        self.counters.tx_transmits += requests as u64;
-        self.counters.tx_datagrams += datagrams as u64;
+        self.counters.tx_transmits += plan.requests as u64;
+        self.counters.tx_datagrams += plan.datagrams as u64;
         self.counters.tx_bytes += len as u64;
-        if t.meta.ecn.is_some() {
-            self.counters.tx_ecn_marked += datagrams as u64;
+        if meta.ecn.is_some() {
+            self.counters.tx_ecn_marked += plan.datagrams as u64;
         }
         Ok(true)
     }
+
+    /// How to send a transmit of `len` bytes, or `None` when it must be dropped (counted).
+    fn plan(&mut self, meta: &TxMeta, len: usize) -> Option<SendPlan> {
+        let Some(sock) = self.endpoint_for(meta.src_port, &meta.dst) else {
+            self.counters.tx_no_socket += 1;
+            return None;
+        };
+        if len == 0 {
+            self.counters.tx_empty += 1;
+            return None;
+        }
+        if len > self.ring.send_payload_capacity() {
+            self.counters.tx_too_big += 1;
+            return None;
+        }
+        let Some((dst, ipv4)) = self.sockets[sock].destination(meta.dst) else {
+            self.counters.tx_no_socket += 1;
+            return None;
+        };
+        let seg = meta.segment_size.filter(|&s| s > 0 && s < len);
+        let split = seg.filter(|_| self.gso_broken || !self.gso);
+        let datagrams = seg.map_or(1, |s| len.div_ceil(s));
+        let requests = if split.is_some() { datagrams } else { 1 };
+        if requests > self.ring.send_slots() {
+            // More datagrams than slots (only when split): it would never fit.
+            self.counters.tx_too_big += 1;
+            return None;
+        }
+        Some(SendPlan {
+            sock,
+            dst,
+            ipv4,
+            gso: seg.filter(|_| split.is_none()),
+            split,
+            datagrams,
+            requests,
+        })
+    }
+}
+
+/// How one transmit goes out.
+struct SendPlan {
+    sock: usize,
+    dst: socket2::SockAddr,
+    ipv4: bool,
+    /// UDP_SEGMENT size: one request for the whole GSO batch.
+    gso: Option<usize>,
+    /// One request per this many bytes (GSO refused).
+    split: Option<usize>,
+    datagrams: usize,
+    requests: usize,
 }
 
 /// Hands one received buffer's payload to `rx`; returns whether it did.
@@ -537,16 +573,19 @@ impl Datapath for UringDatapath {
     }
 
     fn send(&mut self, batch: &mut TxBatch) -> io::Result<()> {
+        // A spare buffer for every send slot, so that every transmit a slot can take can be
+        // lent: allocated on the first call, only compared after.
+        batch.reserve_lendable(self.ring.send_slots());
         self.reap();
-        let mut done = 0;
-        for t in batch.queued() {
-            if !self.send_one(t)? {
+        for buf in self.ring.take_returned() {
+            batch.give_back(buf);
+        }
+        while !batch.is_empty() {
+            if !self.send_front(batch)? {
                 self.counters.tx_slots_full += 1;
                 break;
             }
-            done += 1;
         }
-        batch.consume(done);
         // Submitted by the next `wait` or `recv`: one enter per loop turn.
         Ok(())
     }
@@ -589,17 +628,22 @@ impl Datapath for UringDatapath {
         self.ring.publish_buffers();
         let ledger = self.ring.ledger();
         let in_flight = self.ring.sends_in_flight();
-        if ledger.balanced() && in_flight == 0 {
+        // Lent transmit buffers the kernel is done with wait to go back to the batch (which
+        // the driver has dropped by now): none may still be held for a request.
+        let loans_out = self.ring.loans_out();
+        if ledger.balanced() && in_flight == 0 && loans_out == 0 {
             tracing::info!(
                 buffers = ledger.capacity,
                 send_slots = self.ring.send_slots(),
+                tx_buffers_returned = self.ring.returned(),
                 "io_uring ledger balanced: every provided buffer back in the ring, every send \
-                 slot free"
+                 slot free, every lent transmit buffer back from the kernel"
             );
         } else {
             tracing::error!(
                 ?ledger,
                 sends_in_flight = in_flight,
+                tx_buffers_lent = loans_out,
                 "io_uring ledger NOT balanced: buffers or send slots unaccounted for"
             );
         }

@@ -1,7 +1,8 @@
 //! The io_uring instance: setup (with the kernel's refusals explained), submissions, the one
 //! `io_uring_enter` per loop turn, completions; and ownership of every piece of memory the
-//! kernel reads or writes on our behalf (the provided buffer ring, the send slots, the recvmsg
-//! headers), so that none of it can be freed or reused while a request still points at it.
+//! kernel reads or writes on our behalf (the provided buffer ring, the send slots and the
+//! transmit buffers lent to them, the recvmsg headers), so that none of it can be freed or
+//! reused while a request still points at it.
 //!
 //! Requests are identified by `user_data`: a kind in the top byte, an index (socket or send
 //! slot) in the low 32 bits.
@@ -18,6 +19,7 @@ use super::bufring::{BufRing, LedgerError, LedgerSummary};
 use super::error::UringError;
 use super::msg::{SendOptions, RECV_CONTROL_LEN, RECV_NAME_LEN};
 use super::slots::{SendSlots, SentInfo};
+use crate::datapath::TxBuf;
 
 /// The buffer group id of our provided buffer ring.
 const BGID: u16 = 0;
@@ -117,6 +119,8 @@ pub struct Ring {
     uring: IoUring,
     bufs: BufRing,
     slots: SendSlots,
+    /// Largest payload of one send.
+    send_payload: usize,
     /// One recvmsg header per socket, read by the kernel for the multishot requests (only
     /// `msg_namelen` and `msg_controllen` matter). Never changed after setup.
     recv_hdrs: Box<[libc::msghdr]>,
@@ -215,7 +219,8 @@ impl Ring {
         Ok(Self {
             uring,
             bufs,
-            slots: SendSlots::new(cfg.send_slots, cfg.send_payload),
+            slots: SendSlots::new(cfg.send_slots),
+            send_payload: cfg.send_payload,
             recv_hdrs,
             zero_copy: cfg.zero_copy,
             cq_dropped_seen: 0,
@@ -279,37 +284,77 @@ impl Ring {
     }
 
     pub fn send_payload_capacity(&self) -> usize {
-        self.slots.payload_capacity()
+        self.send_payload
     }
 
-    /// Copies one send into a free slot and queues it on socket `sock`. Returns false when no
-    /// slot is free (or `payload` is larger than a slot).
+    /// Lent transmit buffers the kernel may still read.
+    pub fn loans_out(&self) -> usize {
+        self.slots.loans_out()
+    }
+
+    /// Transmit buffers the kernel is done with, to give back to the batch that lent them.
+    pub fn take_returned(&mut self) -> impl Iterator<Item = TxBuf> + '_ {
+        self.slots.take_returned()
+    }
+
+    /// The payload of every send in flight (tests: read in place, not copied).
+    #[cfg(test)]
+    pub fn payloads_in_flight(&self) -> Vec<(*const u8, usize)> {
+        self.slots.payloads_in_flight()
+    }
+
+    /// Lent buffers back from the kernel and not taken yet.
+    pub fn returned(&self) -> usize {
+        self.slots.returned()
+    }
+
+    /// Queues a transmit on socket `sock`, sending straight from its lent buffer: all of it
+    /// in one request, or with `split` one request per `split` bytes. The buffer is held until
+    /// the last of those requests is done, then comes out of [`Ring::take_returned`]. Returns
+    /// how many requests were queued: fewer only when the send slots ran out (check
+    /// [`Ring::free_send_slots`] first). On an error the requests queued so far still go out.
     pub fn send(
         &mut self,
         sock: usize,
         dst: &SockAddr,
-        payload: &[u8],
+        buf: TxBuf,
+        split: Option<usize>,
         opts: &SendOptions,
-    ) -> io::Result<bool> {
-        let Some((id, hdr)) = self.slots.fill(dst, payload, opts) else {
-            return Ok(false);
+    ) -> io::Result<usize> {
+        let len = buf.len();
+        let step = split.unwrap_or(len).max(1);
+        let Some(loan) = self.slots.begin_loan(buf) else {
+            return Ok(0);
         };
-        let e = if self.zero_copy {
-            opcode::SendMsgZc::new(Fixed(sock as u32), hdr)
-                .ioprio(SEND_ZC_REPORT_USAGE)
-                .build()
-        } else {
-            opcode::SendMsg::new(Fixed(sock as u32), hdr).build()
+        let mut queued = 0;
+        let mut result = Ok(());
+        for start in (0..len).step_by(step) {
+            let range = start..len.min(start + step);
+            let Some((id, hdr)) = self.slots.fill(loan, range, dst, opts) else {
+                break;
+            };
+            let e = if self.zero_copy {
+                opcode::SendMsgZc::new(Fixed(sock as u32), hdr)
+                    .ioprio(SEND_ZC_REPORT_USAGE)
+                    .build()
+            } else {
+                opcode::SendMsg::new(Fixed(sock as u32), hdr).build()
+            }
+            .user_data(user_data(KIND_SEND, id as usize));
+            // SAFETY: the header, its iovec, control messages and address live in slot `id`
+            // of `slots`, owned by `self`; the payload is in the lent buffer that `slots`
+            // holds in loan `loan` (its heap storage never moves or changes: `TxBuf` is
+            // read-only). The slot stays taken (never refilled) and the buffer held until the
+            // completion, and for zero-copy until the notification (`reap`).
+            if let Err(err) = unsafe { self.push(&e) } {
+                self.slots.unfill(id);
+                result = Err(err);
+                break;
+            }
+            queued += 1;
         }
-        .user_data(user_data(KIND_SEND, id as usize));
-        // SAFETY: the header, its iovec, control messages, address and payload copy live in
-        // slot `id` of `slots`, owned by `self`; the slot stays taken (never refilled) until
-        // its completion, and for zero-copy until its notification (`reap`).
-        if let Err(err) = unsafe { self.push(&e) } {
-            self.slots.unfill(id);
-            return Err(err);
-        }
-        Ok(true)
+        self.slots.end_loan(loan);
+        result.map(|()| queued)
     }
 
     /// Enters the kernel if anything is queued or the kernel asked for it (pending task work,
@@ -366,8 +411,8 @@ impl Ring {
         }
     }
 
-    /// Hands every available completion to `f`. Send slots are released here, so a send's
-    /// memory is reused only after the kernel is done with it.
+    /// Hands every available completion to `f`. Send slots and lent buffers are released
+    /// here, so a send's memory is reused only after the kernel is done with it.
     pub fn reap(&mut self, mut f: impl FnMut(Event)) {
         let mut cq = self.uring.completion();
         let dropped = cq.overflow();
