@@ -27,7 +27,7 @@ pub struct Config {
     #[serde(default)]
     pub xdp: Option<Xdp>,
     #[serde(default)]
-    pub io_uring: IoUring,
+    pub io_uring: crate::datapath::uring::UringConfig,
     /// Settings of the RIO backend (`[rio]`; Windows).
     #[serde(default)]
     pub rio: crate::datapath::rio::RioConfig,
@@ -142,32 +142,6 @@ impl Backend {
 impl std::fmt::Display for Backend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
-    }
-}
-
-/// Settings of the io_uring backend (`[io_uring]`; used by `backend = "io_uring"` and by
-/// `auto` when it picks io_uring).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct IoUring {
-    /// Provided receive buffers shared by all sockets (power of two, 8..=32768).
-    pub buffers: u32,
-    /// Payload bytes per receive buffer (2048..=65536). At 65536 a buffer holds a whole GRO
-    /// batch and UDP_GRO is turned on; below, GRO stays off. `transport.max_udp_payload_size`
-    /// is lowered to it when larger (we could not receive bigger datagrams).
-    pub buffer_size: u32,
-    /// Zero-copy sends (IORING_OP_SENDMSG_ZC, Linux 6.1+). Off by default: it only pays for
-    /// large GSO batches on a real NIC; on loopback and veth the kernel copies anyway.
-    pub send_zc: bool,
-}
-
-impl Default for IoUring {
-    fn default() -> Self {
-        Self {
-            buffers: 128,
-            buffer_size: 65536,
-            send_zc: false,
-        }
     }
 }
 
@@ -549,18 +523,8 @@ impl Config {
             }
             _ => {}
         }
-        let u = &self.io_uring;
-        if !u.buffers.is_power_of_two() || !(8..=32768).contains(&u.buffers) {
-            return fail(
-                "io_uring.buffers",
-                format!("{} is not a power of two in 8..=32768", u.buffers),
-            );
-        }
-        if !(2048..=65536).contains(&u.buffer_size) {
-            return fail(
-                "io_uring.buffer_size",
-                format!("{} is outside 2048..=65536", u.buffer_size),
-            );
+        if let Err((field, message)) = self.io_uring.validate() {
+            return fail(field, message);
         }
         if let Err((field, message)) = self.rio.validate() {
             return fail(field, message);

@@ -1,6 +1,7 @@
 use std::path::Path;
 
 use super::*;
+use crate::datapath::uring::UringConfig;
 
 const FILE: &str = "/etc/quixd/test.toml";
 
@@ -170,7 +171,7 @@ fn every_backend_name_parses() {
 #[test]
 fn io_uring_table_defaults_and_values() {
     let config = parse(&minimal()).unwrap();
-    assert_eq!(config.io_uring, IoUring::default());
+    assert_eq!(config.io_uring, UringConfig::default());
     assert_eq!(
         (config.io_uring.buffers, config.io_uring.buffer_size),
         (128, 65536)
@@ -180,7 +181,7 @@ fn io_uring_table_defaults_and_values() {
     let config = parse(&src).unwrap();
     assert_eq!(
         config.io_uring,
-        IoUring {
+        UringConfig {
             buffers: 1024,
             buffer_size: 2048,
             send_zc: true
@@ -213,7 +214,7 @@ fn example_config_documents_io_uring() {
     let config = Config::load(&path).unwrap();
     assert_eq!(
         config.io_uring,
-        IoUring::default(),
+        UringConfig::default(),
         "the example shows the defaults"
     );
 }

@@ -31,7 +31,7 @@ pub mod slots;
 pub mod socket;
 #[cfg(target_os = "linux")]
 pub mod steer;
-#[cfg(target_os = "linux")]
+// Linux-only but for its config table, which the config parses on every platform.
 pub mod uring;
 #[cfg(unix)]
 mod wait;
@@ -98,6 +98,28 @@ pub struct TxMeta {
     pub segment_size: Option<usize>,
 }
 
+/// The local socket (by index into `locals`, the bound addresses in order) that sends from
+/// `port` to `dst`: one of `dst`'s family first; for an IPv4 peer (or an IPv4-mapped one)
+/// otherwise a dual-stack `[::]` socket on the port, which reaches it as `::ffff:a.b.c.d`.
+/// The one rule every backend with several sockets uses.
+pub fn socket_for(
+    locals: impl Iterator<Item = SocketAddr> + Clone,
+    port: u16,
+    dst: &SocketAddr,
+) -> Option<usize> {
+    let on_port = move |l: &SocketAddr| l.port() == port;
+    locals
+        .clone()
+        .position(|l| on_port(&l) && l.is_ipv4() == dst.is_ipv4())
+        .or_else(|| {
+            dst.ip().to_canonical().is_ipv4().then(|| {
+                locals
+                    .clone()
+                    .position(|l| on_port(&l) && l.is_ipv6() && l.ip().is_unspecified())
+            })?
+        })
+}
+
 /// Largest total payload of one GSO transmit: one UDP datagram's 64 KiB minus headers, with
 /// room to spare. The kernel refuses larger batches (EMSGSIZE).
 pub const MAX_GSO_BYTES: usize = 65_000;
@@ -144,4 +166,36 @@ pub trait Datapath {
     /// Called once after the last send: lets in-flight transmissions complete and checks
     /// that the backend's buffers are all accounted for (logging what is not).
     fn close(&mut self) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn socket_for_prefers_the_family_then_dual_stack() {
+        let a = |s: &str| s.parse::<SocketAddr>().unwrap();
+        let locals = [a("198.18.0.1:443"), a("[fd00::1]:443"), a("[::]:8443")];
+        let pick = |port, dst: &str| socket_for(locals.iter().copied(), port, &a(dst));
+        assert_eq!(pick(443, "198.18.0.2:5000"), Some(0));
+        assert_eq!(pick(443, "[fd00::2]:5000"), Some(1));
+        assert_eq!(
+            pick(443, "[::ffff:198.18.0.2]:5000"),
+            Some(1),
+            "a v6 socket for a v6 address"
+        );
+        assert_eq!(
+            pick(8443, "198.18.0.2:5000"),
+            Some(2),
+            "dual stack serves IPv4"
+        );
+        assert_eq!(pick(8443, "[fd00::2]:5000"), Some(2));
+        assert_eq!(pick(80, "198.18.0.2:5000"), None, "no socket on the port");
+        let v6_only = [a("[fd00::1]:443")];
+        assert_eq!(
+            socket_for(v6_only.iter().copied(), 443, &a("198.18.0.2:5000")),
+            None,
+            "a v6 socket bound to one address cannot reach IPv4"
+        );
+    }
 }

@@ -413,19 +413,9 @@ impl<Q: RioQueues> RioEngine<Q> {
         true
     }
 
-    /// The socket serving `port` for `dst`: the same family, or a dual-stack `[::]` socket
-    /// for an IPv4 peer.
+    /// The socket that sends from `port` to `dst` ([`crate::datapath::socket_for`]).
     fn socket_for(&self, port: u16, dst: &SocketAddr) -> Option<usize> {
-        let v4 = dst.ip().to_canonical().is_ipv4();
-        let matches = |s: &SockState| s.local.port() == port && s.local.is_ipv4() == v4;
-        self.sockets.iter().position(matches).or_else(|| {
-            v4.then(|| {
-                self.sockets.iter().position(|s| {
-                    s.local.port() == port && s.local.is_ipv6() && s.local.ip().is_unspecified()
-                })
-            })
-            .flatten()
-        })
+        crate::datapath::socket_for(self.sockets.iter().map(|s| s.local), port, dst)
     }
 
     fn send_transmit(&mut self, t: &TxSlot) -> TxOutcome {

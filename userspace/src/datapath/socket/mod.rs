@@ -92,14 +92,9 @@ impl SocketDatapath {
         &self.counters
     }
 
-    /// The socket that serves `port` for destinations of `dst`'s family. A dual-stack IPv6
-    /// socket serves IPv4 peers too (they appear as IPv4-mapped addresses).
+    /// The socket that sends from `port` to `dst` ([`crate::datapath::socket_for`]).
     fn endpoint_for(&self, port: u16, dst: &SocketAddr) -> Option<usize> {
-        let family_match = |e: &Endpoint| e.local.is_ipv4() == dst.is_ipv4();
-        self.endpoints
-            .iter()
-            .position(|e| e.local.port() == port && family_match(e))
-            .or_else(|| self.endpoints.iter().position(|e| e.local.port() == port))
+        crate::datapath::socket_for(self.endpoints.iter().map(|e| e.local), port, dst)
     }
 }
 
