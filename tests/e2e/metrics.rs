@@ -1,7 +1,8 @@
 //! (j) `[metrics]`: Prometheus text on `GET /metrics`, scraped with a plain HTTP/1.1 request
 //! before and during a transfer: the counters move, the connection gauge and the handshake
-//! histogram say what happened, the backend's counters are there, `quixd status` summarizes
-//! them, and another path is a 404.
+//! histogram say what happened, the backend's counters and levels are there (the UMEM frame
+//! ledger, io_uring buffers by place, the next-hop table), `quixd status` summarizes them, and
+//! another path is a 404.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -50,6 +51,48 @@ fn sum(body: &str, name: &str) -> u64 {
         .filter(|l| l.starts_with(name) && l[name.len()..].starts_with('{'))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum::<f64>() as u64
+}
+
+/// The backend's levels (gauges): every buffer is in one place, and the tables are filled.
+fn check_levels(t: Backend, body: &str) {
+    let gauge = |name: &str| sum(body, &format!("quixd_datapath_{name}"));
+    let typed = |name: &str| body.contains(&format!("# TYPE quixd_datapath_{name} gauge"));
+    match t {
+        Backend::XdpDriver => {
+            assert!(typed("umem_frames"), "{body}");
+            let frames = gauge("umem_frames");
+            assert!(frames > 0, "{body}");
+            let placed: u64 = [
+                "umem_free",
+                "umem_in_fill_ring",
+                "umem_rx_held",
+                "umem_tx_building",
+                "umem_tx_in_flight",
+            ]
+            .iter()
+            .map(|n| gauge(n))
+            .sum();
+            assert_eq!(placed, frames, "every UMEM frame in one place:\n{body}");
+            assert!(
+                gauge("umem_in_fill_ring") > 0,
+                "the fill ring is stocked:\n{body}"
+            );
+            assert!(gauge("neighbor_routes") > 0, "{body}");
+            assert_eq!(gauge("neighbor_watcher_running"), 1, "{body}");
+        }
+        Backend::IoUringNetns => {
+            assert!(typed("rx_buffers"), "{body}");
+            let buffers = gauge("rx_buffers");
+            assert!(buffers > 0, "{body}");
+            assert_eq!(
+                gauge("rx_buffers_in_kernel") + gauge("rx_buffers_held"),
+                buffers,
+                "every receive buffer in one place:\n{body}"
+            );
+            assert!(gauge("send_slots") > 0, "{body}");
+        }
+        _ => {}
+    }
 }
 
 async fn metrics_move_with_traffic(t: Backend) {
@@ -115,6 +158,7 @@ async fn metrics_move_with_traffic(t: Backend) {
             "the backend's counters are missing:\n{during}"
         );
         assert!(during.contains("backend=\""), "{during}");
+        check_levels(t, &during);
         // `quixd status` reads the same endpoint and says it for people.
         let arg = metrics.to_string();
         let (status, err, out) = fx

@@ -355,7 +355,12 @@ impl Worker {
     ) -> Result<WorkerReport, DaemonError> {
         let mut publish = |driver: &Driver, datapath: &dyn Datapath| {
             if let Some(slot) = metrics {
-                slot.publish(driver, datapath.name(), datapath.counters());
+                slot.publish(
+                    driver,
+                    datapath.name(),
+                    datapath.counters(),
+                    datapath.gauges(),
+                );
             }
         };
         let observe: Option<driver::Observer<'_>> = metrics.is_some().then_some(&mut publish);

@@ -30,6 +30,8 @@ pub struct Snapshot {
     pub handshakes: HandshakeHistogram,
     /// The backend's counters, as its `counters()` lists them.
     pub datapath: Vec<(&'static str, u64)>,
+    /// The backend's levels, as its `gauges()` lists them.
+    pub datapath_gauges: Vec<(&'static str, u64)>,
 }
 
 /// Where one worker publishes.
@@ -45,6 +47,7 @@ impl WorkerSlot {
         driver: &Driver,
         backend: &'static str,
         datapath: Vec<(&'static str, u64)>,
+        gauges: Vec<(&'static str, u64)>,
     ) {
         if let Ok(mut s) = self.snapshot.try_lock() {
             s.backend = backend;
@@ -52,6 +55,7 @@ impl WorkerSlot {
             s.connections = driver.connections() as u64;
             s.handshakes.clone_from(driver.handshakes());
             s.datapath = datapath;
+            s.datapath_gauges = gauges;
         }
     }
 
@@ -196,6 +200,31 @@ impl Collector for Workers {
                 if let Some((_, value)) = s.datapath.iter().find(|(n, _)| *n == name) {
                     let labels = labels(worker, s);
                     ConstCounter::new(*value).encode(family.encode_family(&labels)?)?;
+                }
+            }
+        }
+        // The backend's levels: UMEM frames and io_uring buffers by place, sends in flight,
+        // the next-hop table's size.
+        let mut names: Vec<&'static str> = Vec::new();
+        for (_, s) in &snapshots {
+            for (name, _) in &s.datapath_gauges {
+                if !names.contains(name) {
+                    names.push(name);
+                }
+            }
+        }
+        for name in names {
+            let metric = format!("datapath_{name}");
+            let mut family = encoder.encode_descriptor(
+                &metric,
+                "A datapath level (buffers by place, occupancy, table sizes)",
+                None,
+                MetricType::Gauge,
+            )?;
+            for (worker, s) in &snapshots {
+                if let Some((_, value)) = s.datapath_gauges.iter().find(|(n, _)| *n == name) {
+                    let labels = labels(worker, s);
+                    ConstGauge::new(*value as i64).encode(family.encode_family(&labels)?)?;
                 }
             }
         }

@@ -163,6 +163,12 @@ pub trait Datapath {
     /// The backend's counters, for logs and metrics.
     fn counters(&self) -> Vec<(&'static str, u64)>;
 
+    /// The backend's current levels (buffers by place, ring occupancy, table sizes), for
+    /// metrics: values that go up and down, unlike [`Datapath::counters`].
+    fn gauges(&self) -> Vec<(&'static str, u64)> {
+        Vec::new()
+    }
+
     /// Called once after the last send: lets in-flight transmissions complete and checks
     /// that the backend's buffers are all accounted for (logging what is not).
     fn close(&mut self) {}

@@ -616,6 +616,18 @@ impl Datapath for UringDatapath {
         }
     }
 
+    fn gauges(&self) -> Vec<(&'static str, u64)> {
+        let l = self.ring.ledger();
+        vec![
+            ("rx_buffers", l.capacity as u64),
+            ("rx_buffers_in_kernel", l.in_kernel as u64),
+            ("rx_buffers_held", l.held as u64),
+            ("send_slots", self.ring.send_slots() as u64),
+            ("sends_in_flight", self.ring.sends_in_flight() as u64),
+            ("tx_buffers_lent", self.ring.loans_out() as u64),
+        ]
+    }
+
     fn counters(&self) -> Vec<(&'static str, u64)> {
         let c = &self.counters;
         let r = self.ring.counters();

@@ -514,6 +514,31 @@ impl Datapath for XdpDatapath {
         Ok(())
     }
 
+    fn gauges(&self) -> Vec<(&'static str, u64)> {
+        // The frame ledger summed over this worker's sockets: where the UMEM frames are.
+        let mut l = Ledger::default();
+        for x in self.ledgers() {
+            l.capacity += x.capacity;
+            l.free += x.free;
+            l.in_fill += x.in_fill;
+            l.rx_held += x.rx_held;
+            l.tx_building += x.tx_building;
+            l.tx_in_flight += x.tx_in_flight;
+        }
+        let n = self.neighbors.stats();
+        vec![
+            ("umem_frames", l.capacity as u64),
+            ("umem_free", l.free as u64),
+            ("umem_in_fill_ring", l.in_fill as u64),
+            ("umem_rx_held", l.rx_held as u64),
+            ("umem_tx_building", l.tx_building as u64),
+            ("umem_tx_in_flight", l.tx_in_flight as u64),
+            ("neighbor_routes", n.routes as u64),
+            ("neighbor_entries", n.neighbors as u64),
+            ("neighbor_watcher_running", u64::from(n.watcher_running)),
+        ]
+    }
+
     fn close(&mut self) {
         // Completions of the last frames arrive shortly after the last kick.
         let deadline = std::time::Instant::now() + Duration::from_secs(1);
@@ -590,6 +615,17 @@ impl Datapath for XdpDatapath {
             ("xsk_rx_ring_full", stats[3]),
             ("xsk_rx_fill_ring_empty", stats[4]),
             ("xsk_tx_ring_empty", stats[5]),
+        ]);
+        let kicks = self.xsks.iter().map(|x| (x.kicks, x.kicks_busy));
+        let (kicks, busy) = kicks.fold((0, 0), |(a, b), (k, y)| (a + k, b + y));
+        let n = self.neighbors.stats();
+        out.extend([
+            ("xsk_tx_kicks", kicks),
+            ("xsk_tx_kicks_busy", busy),
+            ("neighbor_lookups", n.lookups),
+            ("neighbor_misses", n.misses),
+            ("neighbor_resyncs", n.resyncs),
+            ("neighbor_netlink_errors", n.netlink_errors),
         ]);
         // One worker reports the program's counters: they are the interface's, not its own.
         let program = self.primary.then(|| self.program.lock().counters());
