@@ -605,6 +605,12 @@ impl Fixture {
         Daemon::start(self.server_ns(), &path, cfg.listen.len()).await
     }
 
+    /// [`Fixture::start`] with quixd run by `wrapper` (e.g. `setpriv ... --`).
+    pub async fn start_wrapped(&self, cfg: &ServerConfig, wrapper: &[&str]) -> Daemon {
+        let path = self.write_config(cfg);
+        Daemon::start_wrapped(self.server_ns(), "run", &path, cfg.listen.len(), wrapper).await
+    }
+
     /// Writes `cfg` and starts `quixd udp-echo` on it: the backend alone, no QUIC.
     pub async fn start_udp_echo(&self, cfg: &ServerConfig) -> Daemon {
         let path = self.write_config(cfg);
@@ -660,9 +666,21 @@ impl Daemon {
         config: &Path,
         expect_listeners: usize,
     ) -> Daemon {
+        Self::start_wrapped(ns, subcommand, config, expect_listeners, &[]).await
+    }
+
+    /// [`Daemon::start_subcommand`] run by `wrapper` (e.g. `setpriv ... --`).
+    pub async fn start_wrapped(
+        ns: Option<&str>,
+        subcommand: &str,
+        config: &Path,
+        expect_listeners: usize,
+        wrapper: &[&str],
+    ) -> Daemon {
         let mut d = Daemon(
             Spawn::new(subcommand, config)
                 .ns(ns)
+                .wrapper(wrapper)
                 .log_level(log_level())
                 .spawn(),
         );

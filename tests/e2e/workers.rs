@@ -2,7 +2,8 @@
 //! sockets. Clients on many ports are spread over the workers by the kernel; every worker
 //! serves; session tickets from one worker give 0-RTT at another (shared keys); a second
 //! daemon cannot join the port group; a client whose port keeps changing (NAT rebinding) stays
-//! on the worker that owns its connection (steering by connection ID, which needs CAP_BPF).
+//! on the worker that owns its connection (steering by connection ID, which needs CAP_BPF; and
+//! without CAP_BPF, the worker that gets its datagrams hands them over in user space).
 
 use std::time::Duration;
 
@@ -20,6 +21,7 @@ e2e_tests!(
         two_workers_serve_and_share_session_keys(4),
         a_second_daemon_cannot_join_the_workers_port,
         a_rebinding_client_stays_on_its_worker,
+        a_rebinding_client_is_handed_over_without_steering,
     }
 );
 
@@ -163,4 +165,55 @@ async fn a_rebinding_client_stays_on_its_worker(t: Backend) {
         1,
         "one connection, kept across {REBINDS} rebinds"
     );
+}
+
+async fn a_rebinding_client_is_handed_over_without_steering(t: Backend) {
+    if !privileged("a_rebinding_client_is_handed_over_without_steering") {
+        return;
+    }
+    let fx = Fixture::new(t);
+    let data = random_bytes(30_000, run_seed());
+    fx.put("f.bin", &data);
+    // Without CAP_BPF (and CAP_SYS_ADMIN, which would stand in for it) the steering program
+    // cannot load: datagrams reach workers by address hash alone.
+    let no_bpf = [
+        "setpriv",
+        "--inh-caps=-bpf,-sys_admin",
+        "--bounding-set=-bpf,-sys_admin",
+        "--",
+    ];
+    let mut d = fx.start_wrapped(&fx.config().workers("2"), &no_bpf).await;
+    let addr = d.addr();
+    let trust = fx.trust();
+    bounded(Duration::from_secs(120), async {
+        let ep = fx.client.endpoint(addr);
+        let ccfg = client_config(&trust, &[ALPN_HQ], false);
+        let conn = connect(&ep, &ccfg, addr).await;
+        assert_same_bytes(
+            &hq_get(&conn, "/f.bin").await,
+            &data,
+            "GET before rebinding",
+        );
+        get_across_rebinds(&ep, &fx.client, &conn, REBINDS, "/f.bin", &data).await;
+        conn.close(0u32.into(), b"done");
+        ep.wait_idle().await;
+    })
+    .await;
+    d.assert_alive();
+    let log = d.terminate().await;
+    assert!(
+        log.contains("steering is off"),
+        "the steering program loaded without CAP_BPF:\n{log}"
+    );
+    assert_eq!(
+        driver_counter(&log, "connections_accepted"),
+        1,
+        "one connection, kept across {REBINDS} rebinds"
+    );
+    let sent = driver_counter(&log, "handoff_sent");
+    assert!(
+        sent > 0,
+        "{REBINDS} rebinds and nothing handed over:\n{log}"
+    );
+    assert_eq!(sent, driver_counter(&log, "handoff_received"));
 }

@@ -1,13 +1,16 @@
 //! Per-queue workers on the XDP backend: `server.workers = "auto"` on a two-queue veth runs
 //! two workers, each with the AF_XDP socket of its own queue and its own endpoint, under one
 //! XDP program; flows spread over the queues reach both, and the program leaves the interface
-//! when the last worker stops.
+//! when the last worker stops. A client that keeps changing its port lands on either queue;
+//! the worker that gets a datagram of the other's connection hands it over, and the
+//! connection carries on.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::daemon::{
-    bounded, client, connect, driver_counter, get, hq_get, ip_xdp, runtime, Quixd, Site, PORT,
+    bounded, client, connect, driver_counter, get, hq_get, in_ns, ip_xdp, runtime, Quixd, Site,
+    PORT,
 };
 use crate::netns::{privileged, TestNet};
 use crate::process::per_worker;
@@ -15,6 +18,21 @@ use crate::process::per_worker;
 /// Client endpoints, one UDP port each: with two queues, the chance that the client veth's
 /// flow hash puts all of them on one queue is 2^-15.
 const CLIENTS: usize = 16;
+/// Port changes of one connection: the chance that all of them stay on its queue is 2^-16.
+const REBINDS: usize = 16;
+
+/// A two-queue veth, `workers = "auto"` (two workers), serving `site`.
+fn start_two_workers(net: &TestNet, site: &Site) -> Quixd {
+    let listen = [SocketAddr::new(net.server_v4.into(), PORT)];
+    let config = site.config(&net.server_if, "driver", &listen, "");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text.replace("[server]\n", "[server]\nworkers = \"auto\"\n"),
+    )
+    .unwrap();
+    Quixd::start(&net.server_ns, &config, 1)
+}
 
 #[test]
 fn daemon_workers_one_per_queue() {
@@ -24,15 +42,7 @@ fn daemon_workers_one_per_queue() {
     let net = TestNet::with_queues(2);
     let site = Site::new();
     site.put("hello.txt", b"hello from a worker\n");
-    let listen = [SocketAddr::new(net.server_v4.into(), PORT)];
-    let config = site.config(&net.server_if, "driver", &listen, "");
-    let text = std::fs::read_to_string(&config).unwrap();
-    std::fs::write(
-        &config,
-        text.replace("[server]\n", "[server]\nworkers = \"auto\"\n"),
-    )
-    .unwrap();
-    let mut daemon = Quixd::start(&net.server_ns, &config, 1);
+    let mut daemon = start_two_workers(&net, &site);
     assert!(
         daemon.log().contains("workers=2"),
         "`auto` on a two-queue veth should run two workers:\n{}",
@@ -75,6 +85,60 @@ fn daemon_workers_one_per_queue() {
         driver_counter(&stopped.log, "handshakes_completed"),
         CLIENTS as u64
     );
+    assert_eq!(
+        ip_xdp(&net),
+        None,
+        "still attached after the last worker stopped"
+    );
+}
+
+#[test]
+fn daemon_workers_hand_a_rebinding_client_to_its_worker() {
+    if !privileged("daemon_workers_hand_a_rebinding_client_to_its_worker") {
+        return;
+    }
+    let net = TestNet::with_queues(2);
+    let site = Site::new();
+    let data: Vec<u8> = (0..200_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    site.put("f.bin", &data);
+    let mut daemon = start_two_workers(&net, &site);
+    let addr = daemon.addrs[0];
+    runtime().block_on(async {
+        let endpoint = client(&net, false, &site.cert, "hq-interop");
+        let conn = connect(&endpoint, addr).await;
+        for r in 0..=REBINDS {
+            if r > 0 {
+                let bind = SocketAddr::new(net.client_ip(false), 0);
+                let socket = in_ns(&net.client_ns, move || std::net::UdpSocket::bind(bind))
+                    .expect("bind a new client port");
+                endpoint.rebind(socket).expect("rebind");
+            }
+            let body = bounded(Duration::from_secs(20), "GET after a rebind", async {
+                hq_get(&conn, "/f.bin", None).await
+            })
+            .await;
+            assert!(body == data, "GET {r}: {} bytes, not the file", body.len());
+        }
+        conn.close(0u32.into(), b"done");
+        bounded(Duration::from_secs(5), "client close", endpoint.wait_idle()).await;
+    });
+    let stopped = daemon.terminate();
+    let log = &stopped.log;
+    assert_eq!(
+        driver_counter(log, "handshakes_completed"),
+        1,
+        "one connection, kept"
+    );
+    assert!(
+        driver_counter(log, "handoff_sent") > 0,
+        "{REBINDS} port changes and no datagram handed over:\n{log}"
+    );
+    assert_eq!(
+        driver_counter(log, "handoff_sent"),
+        driver_counter(log, "handoff_received"),
+        "every datagram handed over arrived"
+    );
+    assert_eq!(driver_counter(log, "handoff_dropped"), 0);
     assert_eq!(
         ip_xdp(&net),
         None,

@@ -13,6 +13,7 @@ use crate::datapath::socket::{SocketDatapath, SocketError};
 #[cfg(target_os = "linux")]
 use crate::datapath::steer::{ReuseportSteering, SteerError};
 use crate::datapath::Datapath;
+use crate::driver::handoff::Handoff;
 use crate::driver::{self, Driver, DriverCounters, QuicSetup, RunOptions, SetupError};
 use crate::metrics::WorkerSlot;
 
@@ -67,13 +68,18 @@ pub struct Daemon {
     metrics: Vec<Arc<WorkerSlot>>,
     /// The uid and gid to switch to once every worker has started (`server.user`).
     run_as: Option<(u32, u32)>,
+    /// Each later worker's end of the handoff mesh, in order (empty when the kernel steers
+    /// every datagram to its worker).
+    handoffs: Vec<Handoff>,
 }
 
-/// One worker: its own datapath and its own QUIC endpoint; nothing shared on the packet path.
+/// One worker: its own datapath and its own QUIC endpoint; nothing shared on the packet path
+/// but its handoff rings.
 struct Worker {
     index: usize,
     datapath: Box<dyn Datapath>,
     driver: Driver,
+    handoff: Option<Handoff>,
 }
 
 /// A worker's place among its siblings, and what they share beyond the QUIC setup (held
@@ -147,6 +153,17 @@ impl Daemon {
         config.server.listen = caps.local_addrs.clone();
         let setup = QuicSetup::new(&config, &caps)?;
         let driver = Driver::with_setup(&config, &setup, 0)?;
+        let mut handoffs = if group.count > 1 && !kernel_steers(datapath.name(), &group) {
+            tracing::info!(
+                workers = group.count,
+                "datagrams of another worker's connection are handed to it in user space \
+                 (one copy, counted as handoff_sent)"
+            );
+            Handoff::mesh(group.count, setup.cid_layout()).map_err(DaemonError::Datapath)?
+        } else {
+            Vec::new()
+        };
+        let first_handoff = (!handoffs.is_empty()).then(|| handoffs.remove(0));
         let metrics: Vec<Arc<WorkerSlot>> = match &config.metrics {
             None => Vec::new(),
             Some(m) => {
@@ -179,7 +196,9 @@ impl Daemon {
                 index: 0,
                 datapath,
                 driver,
+                handoff: first_handoff,
             },
+            handoffs,
             group,
             setup,
             config,
@@ -199,8 +218,10 @@ impl Daemon {
             options,
             metrics,
             run_as,
+            handoffs,
         } = self;
         let metrics = &metrics;
+        let mut handoffs = handoffs.into_iter();
         let workers = group.count;
         let quit = AtomicBool::new(false);
         let told_stopping = AtomicBool::new(false);
@@ -223,11 +244,12 @@ impl Daemon {
                     index,
                     ..group.clone()
                 };
+                let handoff = handoffs.next();
                 let handle = std::thread::Builder::new()
                     .name(format!("quixd-worker-{index}"))
                     .spawn_scoped(scope, move || {
                         pin(config, index);
-                        let worker = match Worker::open(config, setup, group) {
+                        let worker = match Worker::open(config, setup, group, handoff) {
                             Ok(worker) => {
                                 let _ = ready.send(Ok(()));
                                 worker
@@ -336,7 +358,12 @@ struct WorkerReport {
 impl Worker {
     /// A worker after the first: binds its own sockets to the reserved addresses (xdp: its
     /// queues' AF_XDP sockets, registered in the first worker's program).
-    fn open(config: &Config, setup: &QuicSetup, mut group: Group) -> Result<Self, DaemonError> {
+    fn open(
+        config: &Config,
+        setup: &QuicSetup,
+        mut group: Group,
+        handoff: Option<Handoff>,
+    ) -> Result<Self, DaemonError> {
         let datapath = open_backend(config, &mut group)?;
         let driver = Driver::with_setup(config, setup, worker_id(group.index)?)?;
         tracing::debug!(worker = group.index, "worker ready");
@@ -344,6 +371,7 @@ impl Worker {
             index: group.index,
             datapath,
             driver,
+            handoff,
         })
     }
 
@@ -370,6 +398,7 @@ impl Worker {
             stop,
             options,
             observe,
+            self.handoff.as_mut(),
         );
         self.datapath.close();
         let counters = self.datapath.counters();
@@ -381,6 +410,19 @@ impl Worker {
             driver: self.driver.counters().clone(),
             datapath: counters,
         })
+    }
+}
+
+/// Whether the kernel delivers every datagram to the worker owning its connection: the
+/// reuseport steering program does on socket and io_uring; an AF_XDP socket takes only its
+/// own queue's frames, which the NIC chose by address.
+fn kernel_steers(backend: &str, group: &Group) -> bool {
+    #[cfg(target_os = "linux")]
+    return backend != "xdp" && group.steer.is_some();
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = (backend, group);
+        true
     }
 }
 
@@ -574,8 +616,8 @@ fn steer_sockets<'a>(
         tracing::warn!(
             worker = group.index,
             "connection-ID steering is off ({}): packets reach workers by address hash only, \
-             so a client whose address changes may land on a worker that does not know its \
-             connection. It needs CAP_BPF (or root).",
+             and a worker hands a datagram of another's connection over in user space (one \
+             copy). It needs CAP_BPF (or root).",
             chain(&e)
         );
     }

@@ -68,7 +68,7 @@ impl WorkerSlot {
 }
 
 /// The driver's counters as metric names and help texts.
-fn driver_fields(c: &DriverCounters) -> [(&'static str, &'static str, u64); 11] {
+fn driver_fields(c: &DriverCounters) -> [(&'static str, &'static str, u64); 14] {
     [
         ("rx_datagrams", "Datagrams handed to QUIC", c.rx_datagrams),
         ("rx_bytes", "Bytes handed to QUIC", c.rx_bytes),
@@ -112,6 +112,21 @@ fn driver_fields(c: &DriverCounters) -> [(&'static str, &'static str, u64); 11] 
             "tx_dropped_full",
             "Stateless responses dropped on a full transmit batch",
             c.tx_dropped_full,
+        ),
+        (
+            "handoff_sent",
+            "Datagrams handed to the worker owning their connection",
+            c.handoff_sent,
+        ),
+        (
+            "handoff_received",
+            "Datagrams another worker handed over",
+            c.handoff_received,
+        ),
+        (
+            "handoff_dropped",
+            "Datagrams for another worker dropped on its full ring",
+            c.handoff_dropped,
         ),
     ]
 }

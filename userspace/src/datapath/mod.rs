@@ -34,7 +34,8 @@ pub mod steer;
 // Linux-only but for its config table, which the config parses on every platform.
 pub mod uring;
 #[cfg(unix)]
-mod wait;
+pub mod wait;
+pub mod wake;
 
 mod batch;
 
@@ -159,6 +160,15 @@ pub trait Datapath {
     /// Blocks until a datagram may be ready to receive (or, with `tx_pending`, room to send),
     /// or until `timeout` passes. `None` waits without limit.
     fn wait(&mut self, timeout: Option<Duration>, tx_pending: bool) -> io::Result<()>;
+
+    /// Makes [`Datapath::wait`] return also when `fd` becomes readable (another worker
+    /// handing datagrams over, see `driver::handoff`), from now on. Returns false when the
+    /// backend cannot watch it; the caller then bounds its waits instead.
+    #[cfg(unix)]
+    fn wake_on(&mut self, fd: std::os::fd::RawFd) -> bool {
+        let _ = fd;
+        false
+    }
 
     /// The backend's counters, for logs and metrics.
     fn counters(&self) -> Vec<(&'static str, u64)>;

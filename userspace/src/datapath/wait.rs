@@ -10,11 +10,14 @@ pub const MAX_FDS: usize = 64;
 /// All ones when poll was interrupted (the caller should look everywhere).
 pub type Readable = u64;
 
-/// Blocks until a descriptor is readable (or, with `tx_pending`, writable), or `timeout`
-/// passes. `None` waits without limit. Descriptors beyond [`MAX_FDS`] are not watched.
+/// Blocks until a descriptor is readable (or, with `tx_pending`, writable), `wake` is
+/// readable, or `timeout` passes. `None` waits without limit. Descriptors beyond [`MAX_FDS`]
+/// are not watched. `wake` (a [`super::wake::Wake`]) is watched for reading only and has no bit in the
+/// result.
 #[cfg(unix)]
 pub fn wait_fds(
     fds: impl Iterator<Item = std::os::fd::RawFd>,
+    wake: Option<std::os::fd::RawFd>,
     timeout: Option<Duration>,
     tx_pending: bool,
 ) -> io::Result<Readable> {
@@ -23,12 +26,22 @@ pub fn wait_fds(
         fd: -1,
         events: 0,
         revents: 0,
-    }; MAX_FDS];
+    }; MAX_FDS + 1];
     let mut n = 0;
     for fd in fds.take(MAX_FDS) {
         pollfds[n] = libc::pollfd {
             fd,
             events,
+            revents: 0,
+        };
+        n += 1;
+    }
+    let watched = n;
+    if let Some(fd) = wake {
+        // Readable only: an eventfd is always writable.
+        pollfds[n] = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
             revents: 0,
         };
         n += 1;
@@ -50,7 +63,7 @@ pub fn wait_fds(
     }
     // Errors and hang-ups count as readable: the receive call reports them.
     let ready = libc::POLLIN | libc::POLLERR | libc::POLLHUP;
-    Ok(pollfds[..n]
+    Ok(pollfds[..watched]
         .iter()
         .enumerate()
         .filter(|(_, p)| p.revents & ready != 0)

@@ -20,6 +20,7 @@ use crate::config::Config;
 use crate::datapath::{Capabilities, Ecn, RxMeta, TxBatch, TxMeta, MAX_GSO_BYTES};
 
 pub mod cid;
+pub mod handoff;
 pub mod quic;
 mod run;
 
@@ -54,6 +55,12 @@ pub struct DriverCounters {
     /// Stateless responses (Retry, refusals, version negotiation, stateless resets) dropped
     /// because the transmit batch was full: the backend did not keep up.
     pub tx_dropped_full: u64,
+    /// Datagrams of another worker's connections handed to it ([`handoff`]).
+    pub handoff_sent: u64,
+    /// Datagrams of this worker's connections that another worker handed over.
+    pub handoff_received: u64,
+    /// Datagrams for another worker dropped because its ring was full.
+    pub handoff_dropped: u64,
 }
 
 impl DriverCounters {
@@ -71,6 +78,9 @@ impl DriverCounters {
             connections_closed,
             no_application,
             tx_dropped_full,
+            handoff_sent,
+            handoff_received,
+            handoff_dropped,
         } = other;
         self.rx_datagrams += rx_datagrams;
         self.rx_bytes += rx_bytes;
@@ -83,6 +93,9 @@ impl DriverCounters {
         self.connections_closed += connections_closed;
         self.no_application += no_application;
         self.tx_dropped_full += tx_dropped_full;
+        self.handoff_sent += handoff_sent;
+        self.handoff_received += handoff_received;
+        self.handoff_dropped += handoff_dropped;
     }
 }
 
@@ -259,6 +272,13 @@ impl Driver {
 
     pub fn counters(&self) -> &DriverCounters {
         &self.counters
+    }
+
+    /// Takes the worker's handoff totals into the counters.
+    pub fn note_handoffs(&mut self, c: handoff::HandoffCounters) {
+        self.counters.handoff_sent = c.sent;
+        self.counters.handoff_received = c.received;
+        self.counters.handoff_dropped = c.dropped;
     }
 
     /// How long handshakes took.

@@ -4,11 +4,16 @@
 use std::io;
 use std::time::{Duration, Instant};
 
+use super::handoff::Handoff;
 use super::Driver;
 use crate::datapath::{Datapath, TxBatch};
 
 /// The longest the loop sleeps, so a stop request is noticed promptly.
 const MAX_SLEEP: Duration = Duration::from_millis(100);
+/// The longest it sleeps when other workers may hand it datagrams and the backend cannot
+/// watch for them.
+#[cfg(unix)]
+const HANDOFF_POLL: Duration = Duration::from_millis(1);
 
 #[derive(Debug, Clone)]
 pub struct RunOptions {
@@ -39,14 +44,24 @@ impl Default for RunOptions {
 pub type Observer<'a> = &'a mut dyn FnMut(&Driver, &dyn Datapath);
 
 /// `observe`, if given, sees the driver and the datapath at most every `opts.observe_every`
-/// and once more at the end (metrics).
+/// and once more at the end (metrics). With `handoff`, datagrams of another worker's
+/// connections go to it, and what other workers hand over is served here.
 pub fn run(
     driver: &mut Driver,
     datapath: &mut dyn Datapath,
     stop: &dyn Fn() -> bool,
     opts: &RunOptions,
     mut observe: Option<Observer<'_>>,
+    mut handoff: Option<&mut Handoff>,
 ) -> io::Result<()> {
+    // A backend that cannot watch the handoff's wake-up descriptor is waited on briefly.
+    #[cfg(unix)]
+    let max_sleep = match handoff.as_deref() {
+        Some(h) if !datapath.wake_on(h.wake_fd()) => HANDOFF_POLL,
+        _ => MAX_SLEEP,
+    };
+    #[cfg(not(unix))]
+    let max_sleep = MAX_SLEEP;
     // Each transmit buffer holds a full GSO batch of the largest datagrams.
     let mut tx = TxBatch::new(opts.tx_batch, 64 * 1024);
     let mut full = FullBatchLog::default();
@@ -62,9 +77,24 @@ pub fn run(
         if stop() {
             driver.begin_shutdown(now, opts.drain_timeout);
         }
-        let received = datapath.recv(&mut |meta, payload| {
-            driver.handle_datagrams(now, meta, payload, &mut tx);
-        })?;
+        let received = match handoff.as_deref_mut() {
+            None => datapath.recv(&mut |meta, payload| {
+                driver.handle_datagrams(now, meta, payload, &mut tx);
+            })?,
+            Some(h) => {
+                let n = datapath.recv(&mut |meta, payload| {
+                    h.route(meta, payload, &mut |meta, payload| {
+                        driver.handle_datagrams(now, meta, payload, &mut tx)
+                    });
+                })?;
+                h.flush();
+                let handed = h.receive(&mut |meta, payload| {
+                    driver.handle_datagrams(now, meta, payload, &mut tx)
+                });
+                driver.note_handoffs(h.counters());
+                n + handed
+            }
+        };
         driver.process(now, &mut tx);
         full.check(now, driver.counters().tx_dropped_full);
         datapath.send(&mut tx)?;
@@ -80,8 +110,8 @@ pub fn run(
         if busy || opts.busy_poll {
             continue;
         }
-        let timeout = driver.next_timeout().map_or(MAX_SLEEP, |t| {
-            t.saturating_duration_since(now).min(MAX_SLEEP)
+        let timeout = driver.next_timeout().map_or(max_sleep, |t| {
+            t.saturating_duration_since(now).min(max_sleep)
         });
         if !timeout.is_zero() {
             datapath.wait(Some(timeout), tx_blocked)?;

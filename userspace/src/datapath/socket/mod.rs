@@ -57,6 +57,9 @@ pub struct SocketDatapath {
     /// Which socket to read first next time, so a busy socket cannot starve the others.
     rx_next: usize,
     counters: SocketCounters,
+    /// Another thread's wake-up descriptor, watched by `wait` ([`Datapath::wake_on`]).
+    #[cfg(unix)]
+    wake: Option<std::os::fd::RawFd>,
 }
 
 impl SocketDatapath {
@@ -80,6 +83,8 @@ impl SocketDatapath {
             rx_meta: vec![RecvMeta::default(); RX_SLOTS],
             rx_next: 0,
             counters: SocketCounters::default(),
+            #[cfg(unix)]
+            wake: None,
         })
     }
 
@@ -241,7 +246,8 @@ impl SocketDatapath {
     }
 
     /// Waits on `extra` descriptors of a backend built on top and on these sockets, in that
-    /// order; returns which were readable (see [`super::wait::Readable`]).
+    /// order, and on the wake descriptor given to [`Datapath::wake_on`]; returns which were
+    /// readable (see [`super::wait::Readable`]).
     #[cfg(unix)]
     pub fn wait_on(
         &self,
@@ -251,7 +257,7 @@ impl SocketDatapath {
     ) -> io::Result<super::wait::Readable> {
         use std::os::fd::AsRawFd;
         let own = self.endpoints.iter().map(|e| e.socket.as_raw_fd());
-        super::wait::wait_fds(extra.chain(own), timeout, tx_pending)
+        super::wait::wait_fds(extra.chain(own), self.wake, timeout, tx_pending)
     }
 
     #[cfg(not(unix))]
@@ -353,6 +359,12 @@ impl Datapath for SocketDatapath {
     fn wait(&mut self, timeout: Option<Duration>, tx_pending: bool) -> io::Result<()> {
         self.wait_on(std::iter::empty(), timeout, tx_pending)
             .map(|_| ())
+    }
+
+    #[cfg(unix)]
+    fn wake_on(&mut self, fd: std::os::fd::RawFd) -> bool {
+        self.wake = Some(fd);
+        true
     }
 
     fn counters(&self) -> Vec<(&'static str, u64)> {

@@ -127,6 +127,10 @@ pub struct UringDatapath {
     may_fragment: bool,
     buffer_payload: usize,
     counters: UringCounters,
+    /// Another thread's wake-up eventfd, polled by the ring ([`Datapath::wake_on`]).
+    wake: Option<std::os::fd::RawFd>,
+    /// Its multishot poll ended: re-arm it.
+    wake_ended: bool,
 }
 
 impl UringDatapath {
@@ -171,6 +175,8 @@ impl UringDatapath {
             socket_drops: vec![0; n],
             gso: sock::gso_supported(),
             gso_broken: false,
+            wake: None,
+            wake_ended: false,
             may_fragment: sockets.iter().any(|s| s.may_fragment),
             buffer_payload,
             sockets,
@@ -231,6 +237,7 @@ impl UringDatapath {
             rx_queue,
             counters,
             gso_broken,
+            wake_ended,
             ..
         } = self;
         ring.reap(|ev| match ev {
@@ -270,7 +277,15 @@ impl UringDatapath {
                     counters.tx_zc_copied += 1;
                 }
             }
+            Event::Wake { more } => *wake_ended |= !more,
         });
+        if std::mem::take(&mut self.wake_ended) {
+            if let Some(fd) = self.wake {
+                if let Err(e) = self.ring.arm_wake(fd) {
+                    tracing::warn!(error = %e, "io_uring: re-arming the wake-up poll");
+                }
+            }
+        }
     }
 
     /// Processes one receive completion; returns whether a payload was handed to `rx`.
@@ -613,6 +628,19 @@ impl Datapath for UringDatapath {
                 tx_buffers_lent = loans_out,
                 "io_uring ledger NOT balanced: buffers or send slots unaccounted for"
             );
+        }
+    }
+
+    fn wake_on(&mut self, fd: std::os::fd::RawFd) -> bool {
+        match self.ring.arm_wake(fd) {
+            Ok(()) => {
+                self.wake = Some(fd);
+                true
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "io_uring: cannot poll the wake-up descriptor");
+                false
+            }
         }
     }
 

@@ -26,6 +26,8 @@ const BGID: u16 = 0;
 
 const KIND_RECV: u64 = 1;
 const KIND_SEND: u64 = 2;
+/// The multishot poll on another thread's wake-up eventfd.
+const KIND_WAKE: u64 = 3;
 
 /// `IORING_SEND_ZC_REPORT_USAGE`: the notification says whether the kernel had to copy.
 const SEND_ZC_REPORT_USAGE: u16 = 1 << 3;
@@ -95,6 +97,9 @@ pub enum Event {
     Sent { res: i32, info: SentInfo },
     /// A zero-copy send's payload is released; `copied` when the kernel copied after all.
     ZcNotified { copied: bool },
+    /// The wake-up descriptor became readable; without `more` the poll has ended and must be
+    /// re-armed.
+    Wake { more: bool },
 }
 
 /// Counters of the ring itself.
@@ -267,6 +272,17 @@ impl Ring {
         // SAFETY: the header lives in `recv_hdrs`, a boxed slice owned by `self` and never
         // modified after setup; the buffers come from `bufs`, also owned by `self`. Both are
         // dropped only after `uring` (field order and `Drop`).
+        unsafe { self.push(&e) }
+    }
+
+    /// Queues a multishot poll on `fd` (an eventfd another thread signals), so that a wait for
+    /// completions also ends when it is signalled.
+    pub fn arm_wake(&mut self, fd: RawFd) -> io::Result<()> {
+        let e = opcode::PollAdd::new(io_uring::types::Fd(fd), libc::POLLIN as u32)
+            .multi(true)
+            .build()
+            .user_data(user_data(KIND_WAKE, 0));
+        // SAFETY: a poll request points at no memory of ours.
         unsafe { self.push(&e) }
     }
 
@@ -452,6 +468,9 @@ impl Ring {
                         None => self.counters.cqe_unexpected += 1,
                     }
                 }
+                KIND_WAKE => f(Event::Wake {
+                    more: cqueue::more(flags),
+                }),
                 _ => self.counters.cqe_unexpected += 1,
             }
         }

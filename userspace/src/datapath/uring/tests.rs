@@ -498,3 +498,38 @@ fn sends_read_the_batch_buffers_in_place_and_give_them_back() {
         assert_eq!(dp.ring.sends_in_flight(), 0);
     }
 }
+
+/// A wait with nothing to receive ends when another thread signals the wake-up descriptor
+/// (the handoff between workers), and again after the multishot poll saw a first signal.
+#[test]
+fn wait_ends_when_the_wake_descriptor_is_signalled() {
+    use crate::datapath::wake::Wake;
+    use std::os::fd::{AsFd, AsRawFd};
+    use std::sync::Arc;
+
+    let Some(mut dp) = open(&settings("127.0.0.1:0")) else {
+        return;
+    };
+    let wake = Arc::new(Wake::new().unwrap());
+    assert!(dp.wake_on(wake.as_fd().as_raw_fd()));
+    for round in 0..2 {
+        let signaller = {
+            let wake = wake.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(50));
+                wake.signal().unwrap();
+            })
+        };
+        let started = Instant::now();
+        // Far longer than the signal takes: a wait that ignored the descriptor sleeps it out.
+        dp.wait(Some(Duration::from_secs(30)), false).unwrap();
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "round {round}: the wait did not end on the signal"
+        );
+        signaller.join().unwrap();
+        wake.clear();
+        // Take the poll's completion, as the next turn's receive would.
+        dp.recv(&mut |_, _| {}).unwrap();
+    }
+}

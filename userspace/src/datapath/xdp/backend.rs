@@ -539,6 +539,11 @@ impl Datapath for XdpDatapath {
         ]
     }
 
+    fn wake_on(&mut self, fd: std::os::fd::RawFd) -> bool {
+        // The guard sockets' wait covers the AF_XDP sockets too (see `wait`).
+        self.guard.wake_on(fd)
+    }
+
     fn close(&mut self) {
         // Completions of the last frames arrive shortly after the last kick.
         let deadline = std::time::Instant::now() + Duration::from_secs(1);
