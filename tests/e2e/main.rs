@@ -43,6 +43,7 @@ mod metrics;
 mod perf;
 mod privilege;
 mod quic_lb;
+mod reload;
 mod shutdown;
 mod systemd;
 mod udp_echo;

@@ -1,10 +1,9 @@
 //! The daemon: workers, each a datapath and a driver built from a config, run until told to
 //! stop.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
-#[cfg(target_os = "linux")]
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -208,8 +207,10 @@ impl Daemon {
     }
 
     /// Serves until `stop` is set, then shuts down gracefully. Workers after the first start
-    /// here, each on its own thread; if one cannot start, or one fails, all stop.
-    pub fn run(self, stop: &AtomicBool) -> Result<(), DaemonError> {
+    /// here, each on its own thread; if one cannot start, or one fails, all stop. When
+    /// `reload` is set (SIGHUP), the certificate and key are read again: new connections get
+    /// them, open ones keep theirs; a failed reload keeps the current ones and says why.
+    pub fn run(self, stop: &AtomicBool, reload: &AtomicBool) -> Result<(), DaemonError> {
         let Self {
             config,
             first,
@@ -233,7 +234,21 @@ impl Daemon {
             stopping
         };
         let (config, setup, options) = (&config, &setup, &options);
+        let tls = &TlsReloads::default();
         let reports = std::thread::scope(|scope| {
+            // Reloads run on a thread of their own: reading and checking a certificate must not
+            // stall a worker.
+            let reloader = std::thread::Builder::new()
+                .name("quixd-reload".into())
+                .spawn_scoped(scope, || {
+                    while !stopping() {
+                        if reload.swap(false, Ordering::Relaxed) {
+                            tls.reload(setup, &config.tls);
+                        }
+                        std::thread::sleep(RELOAD_POLL);
+                    }
+                })
+                .map_err(DaemonError::Datapath)?;
             let (ready_tx, ready_rx) = mpsc::channel();
             let mut handles = Vec::with_capacity(workers);
             for index in 1..workers {
@@ -259,7 +274,7 @@ impl Daemon {
                                 return None;
                             }
                         };
-                        let report = worker.run(stopping, options, metrics.get(index));
+                        let report = worker.run(stopping, options, metrics.get(index), tls);
                         if report.is_err() {
                             quit.store(true, Ordering::Relaxed);
                         }
@@ -303,7 +318,7 @@ impl Daemon {
             announce(first.datapath.name(), &config.server.listen);
             crate::notify::notify("READY=1");
             pin(config, 0);
-            let mut reports = vec![first.run(&stopping, options, metrics.first())];
+            let mut reports = vec![first.run(&stopping, options, metrics.first(), tls)];
             if reports[0].is_err() {
                 quit.store(true, Ordering::Relaxed);
             }
@@ -312,6 +327,7 @@ impl Daemon {
                     reports.push(report);
                 }
             }
+            let _ = reloader.join();
             Ok(reports)
         })?;
         let mut driver = DriverCounters::default();
@@ -348,6 +364,53 @@ impl Daemon {
     }
 }
 
+/// How often the reload thread looks at the SIGHUP flag.
+const RELOAD_POLL: Duration = Duration::from_millis(100);
+
+/// The latest reloaded certificate, for the workers to pick up at their next tick.
+#[derive(Default)]
+struct TlsReloads {
+    /// Bumped by each successful reload.
+    generation: AtomicU64,
+    latest: Mutex<Option<Arc<dyn quinn_proto::crypto::ServerConfig>>>,
+}
+
+impl TlsReloads {
+    /// Reads the certificate and key again; on success publishes them, else logs why the
+    /// current ones stay.
+    fn reload(&self, setup: &QuicSetup, tls: &crate::config::Tls) {
+        match setup.reload_tls(tls) {
+            Ok(reloaded) => {
+                *self.latest.lock().unwrap_or_else(|e| e.into_inner()) = Some(reloaded.crypto);
+                self.generation.fetch_add(1, Ordering::Release);
+                tracing::info!(
+                    cert = ?tls.cert,
+                    not_after = reloaded.not_after.as_deref().unwrap_or("unknown"),
+                    "certificate reloaded: new connections use it, open ones keep theirs"
+                );
+            }
+            Err(e) => tracing::error!(
+                "certificate reload failed, keeping the current certificate: {}",
+                chain(&e)
+            ),
+        }
+    }
+
+    /// The certificate reloaded since generation `seen`, if any (then `seen` moves on). One
+    /// atomic load when there is none.
+    fn newer(&self, seen: &mut u64) -> Option<Arc<dyn quinn_proto::crypto::ServerConfig>> {
+        let now = self.generation.load(Ordering::Acquire);
+        if now == *seen {
+            return None;
+        }
+        *seen = now;
+        self.latest
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
 /// What a worker leaves when it stops.
 struct WorkerReport {
     backend: &'static str,
@@ -380,8 +443,10 @@ impl Worker {
         stop: &dyn Fn() -> bool,
         options: &RunOptions,
         metrics: Option<&Arc<WorkerSlot>>,
+        tls: &TlsReloads,
     ) -> Result<WorkerReport, DaemonError> {
-        let mut publish = |driver: &Driver, datapath: &dyn Datapath| {
+        let mut seen = 0;
+        let mut tick = |driver: &mut Driver, datapath: &dyn Datapath| {
             if let Some(slot) = metrics {
                 slot.publish(
                     driver,
@@ -390,8 +455,15 @@ impl Worker {
                     datapath.gauges(),
                 );
             }
+            if let Some(crypto) = tls.newer(&mut seen) {
+                driver.set_tls(crypto);
+                tracing::debug!(
+                    worker = self.index,
+                    "new connections get the reloaded certificate"
+                );
+            }
         };
-        let observe: Option<driver::Observer<'_>> = metrics.is_some().then_some(&mut publish);
+        let observe: Option<driver::Observer<'_>> = Some(&mut tick);
         let served = driver::run(
             &mut self.driver,
             self.datapath.as_mut(),

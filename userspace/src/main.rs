@@ -24,7 +24,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Serve QUIC as configured until SIGINT or SIGTERM.
+    /// Serve QUIC as configured until SIGINT or SIGTERM; SIGHUP reloads the certificate.
     Run {
         #[arg(long, short)]
         config: PathBuf,
@@ -137,10 +137,16 @@ fn run(config_path: &std::path::Path, mode: Mode) -> anyhow::Result<()> {
     }
     #[cfg(windows)]
     console_ctrl::install(stop.clone()).context("installing the console control handler")?;
+    // SIGHUP: read the certificate and key again (registered now, so that a SIGHUP during
+    // start-up does not end the process).
+    let reload = Arc::new(AtomicBool::new(false));
+    #[cfg(not(windows))]
+    signal_hook::flag::register(signal_hook::consts::SIGHUP, reload.clone())
+        .context("installing signal handlers")?;
     match mode {
         Mode::Quic => Daemon::new(&config)
             .with_context(|| format!("starting with {}", config_path.display()))?
-            .run(&stop)
+            .run(&stop, &reload)
             .with_context(|| format!("serving with {}", config_path.display()))?,
         Mode::UdpEcho => quixd::daemon::run_udp_echo(&config, &stop)
             .with_context(|| format!("udp-echo with {}", config_path.display()))?,

@@ -74,6 +74,11 @@ impl Identity {
         })
     }
 
+    /// When the leaf certificate expires, as `YYYY-MM-DDTHH:MM:SSZ`, if it can be read.
+    pub fn not_after(&self) -> Option<String> {
+        not_after(self.chain.first()?)
+    }
+
     pub fn self_signed(names: &[String]) -> Result<Self, TlsError> {
         let cert = rcgen::generate_simple_self_signed(names.to_vec())?;
         Ok(Self {
@@ -84,12 +89,26 @@ impl Identity {
     }
 }
 
-/// The rustls server side for QUIC: TLS 1.3 only, ring, our ALPNs, resumption and 0-RTT as
-/// configured.
+/// Where resumable sessions are kept; shared by the configurations a reload replaces, so a
+/// client resumes across a certificate reload.
+pub type SessionStore = Arc<dyn rustls::server::StoresServerSessions>;
+
+/// A session store for `transport` (none without resumption).
+pub fn session_store(transport: &config::Transport) -> SessionStore {
+    if transport.resumption {
+        rustls::server::ServerSessionMemoryCache::new(4096)
+    } else {
+        Arc::new(rustls::server::NoServerSessionStorage {})
+    }
+}
+
+/// The rustls server side for QUIC: TLS 1.3 only, ring, our ALPNs, resumption (in `sessions`)
+/// and 0-RTT as configured.
 pub fn server_config(
     identity: Identity,
     alpns: Vec<Vec<u8>>,
     transport: &config::Transport,
+    sessions: SessionStore,
 ) -> Result<rustls::ServerConfig, TlsError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut tls = rustls::ServerConfig::builder_with_provider(provider)
@@ -97,16 +116,77 @@ pub fn server_config(
         .with_no_client_auth()
         .with_single_cert(identity.chain, identity.key)?;
     tls.alpn_protocols = alpns;
-    if transport.resumption {
-        tls.session_storage = rustls::server::ServerSessionMemoryCache::new(4096);
-        tls.send_tls13_tickets = 2;
-    } else {
-        tls.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
-        tls.send_tls13_tickets = 0;
-    }
+    tls.session_storage = sessions;
+    tls.send_tls13_tickets = if transport.resumption { 2 } else { 0 };
     // quinn-proto accepts only 0 or u32::MAX here; QUIC bounds 0-RTT data by flow control.
     tls.max_early_data_size = if transport.zero_rtt { u32::MAX } else { 0 };
     Ok(tls)
+}
+
+/// The `notAfter` time of a DER certificate, as `YYYY-MM-DDTHH:MM:SSZ`: Certificate ->
+/// tbsCertificate -> (optional [0] version, serialNumber, signature, issuer) -> validity.
+/// Enough DER for that one field; `None` for anything it does not expect.
+pub fn not_after(cert: &[u8]) -> Option<String> {
+    /// One TLV at the start of `der`: (tag, contents, rest).
+    fn tlv(der: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+        let (&tag, der) = der.split_first()?;
+        let (&first, mut der) = der.split_first()?;
+        let len = if first < 0x80 {
+            usize::from(first)
+        } else {
+            let n = usize::from(first & 0x7f);
+            if n == 0 || n > 4 || der.len() < n {
+                return None;
+            }
+            let len = der[..n]
+                .iter()
+                .fold(0usize, |l, &b| l << 8 | usize::from(b));
+            der = &der[n..];
+            len
+        };
+        (der.len() >= len).then(|| (tag, &der[..len], &der[len..]))
+    }
+    const SEQUENCE: u8 = 0x30;
+    let (SEQUENCE, certificate, _) = tlv(cert)? else {
+        return None;
+    };
+    let (SEQUENCE, mut tbs, _) = tlv(certificate)? else {
+        return None;
+    };
+    if tbs.first() == Some(&0xa0) {
+        tbs = tlv(tbs)?.2; // version
+    }
+    for _ in 0..3 {
+        tbs = tlv(tbs)?.2; // serialNumber, signature, issuer
+    }
+    let (SEQUENCE, validity, _) = tlv(tbs)? else {
+        return None;
+    };
+    let (tag, time, _) = tlv(tlv(validity)?.2)?;
+    let time = std::str::from_utf8(time).ok()?;
+    let digits = time.strip_suffix('Z')?;
+    let full = match (tag, digits.len()) {
+        // UTCTime, YYMMDDHHMMSS: years 50-99 are 19xx (RFC 5280).
+        (0x17, 12) => {
+            let century = if digits[..2] >= *"50" { "19" } else { "20" };
+            format!("{century}{digits}")
+        }
+        // GeneralizedTime, YYYYMMDDHHMMSS.
+        (0x18, 14) => digits.to_owned(),
+        _ => return None,
+    };
+    if !full.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some(format!(
+        "{}-{}-{}T{}:{}:{}Z",
+        &full[..4],
+        &full[4..6],
+        &full[6..8],
+        &full[8..10],
+        &full[10..12],
+        &full[12..14]
+    ))
 }
 
 /// A client's TLS settings that accept any server certificate while still checking the
@@ -166,5 +246,41 @@ impl rustls::client::danger::ServerCertVerifier for AcceptAnyServerCert {
 
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
         self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cert_until(year: i32) -> Vec<u8> {
+        let mut params = rcgen::CertificateParams::new(vec!["localhost".into()]).unwrap();
+        params.not_after = rcgen::date_time_ymd(year, 5, 17);
+        let key = rcgen::KeyPair::generate().unwrap();
+        params.self_signed(&key).unwrap().der().to_vec()
+    }
+
+    #[test]
+    fn reads_the_expiry_in_both_time_forms() {
+        // rcgen writes UTCTime before 2050 and GeneralizedTime from then on.
+        assert_eq!(
+            not_after(&cert_until(2031)).as_deref(),
+            Some("2031-05-17T00:00:00Z")
+        );
+        assert_eq!(
+            not_after(&cert_until(2061)).as_deref(),
+            Some("2061-05-17T00:00:00Z")
+        );
+    }
+
+    #[test]
+    fn refuses_what_is_not_a_certificate() {
+        let der = cert_until(2031);
+        assert_eq!(not_after(&[]), None);
+        assert_eq!(not_after(&der[..40]), None, "truncated");
+        assert_eq!(not_after(b"not DER at all"), None);
+        let mut bad = der.clone();
+        bad[0] = 0x31;
+        assert_eq!(not_after(&bad), None, "not a SEQUENCE");
     }
 }

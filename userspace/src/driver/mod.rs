@@ -16,7 +16,7 @@ use quinn_proto::{
 };
 
 use crate::app::{Apps, Session};
-use crate::config::Config;
+use crate::config::{self, Config};
 use crate::datapath::{Capabilities, Ecn, RxMeta, TxBatch, TxMeta, MAX_GSO_BYTES};
 
 pub mod cid;
@@ -179,6 +179,10 @@ pub struct QuicSetup {
     allow_mtud: bool,
     /// Where this host and the worker sit in our connection IDs.
     cids: cid::CidLayout,
+    /// What a certificate reload needs to build the TLS side again.
+    transport: config::Transport,
+    alpns: Vec<Vec<u8>>,
+    sessions: crate::tls::SessionStore,
 }
 
 impl QuicSetup {
@@ -207,11 +211,13 @@ impl QuicSetup {
             .max_tx_segments
             .min(MAX_GSO_BYTES / usize::from(transport.max_udp_payload_size))
             .max(1);
+        let sessions = crate::tls::session_store(&transport);
         let server_config = Arc::new(quic::server_config(
             config,
             &transport,
             apps.alpns(),
             max_tx_segments,
+            sessions.clone(),
         )?);
         let endpoint_config = quic::endpoint_config(&transport)?;
         Ok(Self {
@@ -221,8 +227,41 @@ impl QuicSetup {
             // Path MTU discovery only where datagrams are never fragmented (DF set).
             allow_mtud: !caps.may_fragment,
             cids: cid::CidLayout::new(&config.server.server_id.0),
+            alpns: apps.alpns(),
+            transport,
+            sessions,
         })
     }
+
+    /// The TLS side again, from the certificate and key files `tls` names (SIGHUP): the
+    /// new identity for every worker's new connections, and when it expires. Sessions carry
+    /// over, so clients still resume.
+    pub fn reload_tls(&self, tls: &config::Tls) -> Result<Reloaded, SetupError> {
+        let (Some(cert), Some(key)) = (&tls.cert, &tls.key) else {
+            return Err(SetupError::Quic(
+                "no [tls] cert and key are configured: the development certificate is not \
+                 reloaded"
+                    .into(),
+            ));
+        };
+        let identity = crate::tls::Identity::from_pem_files(cert, key)?;
+        let not_after = identity.not_after();
+        let crypto = quic::crypto(
+            identity,
+            &self.transport,
+            self.alpns.clone(),
+            self.sessions.clone(),
+        )?;
+        Ok(Reloaded { crypto, not_after })
+    }
+}
+
+/// A reloaded TLS side ([`QuicSetup::reload_tls`]).
+#[derive(Clone)]
+pub struct Reloaded {
+    pub crypto: Arc<dyn quinn_proto::crypto::ServerConfig>,
+    /// The new leaf certificate's expiry, when it can be read.
+    pub not_after: Option<String>,
 }
 
 impl Driver {
@@ -272,6 +311,15 @@ impl Driver {
 
     pub fn counters(&self) -> &DriverCounters {
         &self.counters
+    }
+
+    /// Serves new connections with `crypto` (a reloaded certificate); open ones keep theirs.
+    pub fn set_tls(&mut self, crypto: Arc<dyn quinn_proto::crypto::ServerConfig>) {
+        let mut server_config = (*self.server_config).clone();
+        server_config.crypto = crypto;
+        self.server_config = Arc::new(server_config);
+        self.endpoint
+            .set_server_config(Some(self.server_config.clone()));
     }
 
     /// Takes the worker's handoff totals into the counters.

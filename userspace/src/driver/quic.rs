@@ -69,12 +69,26 @@ pub fn transport_config(t: &config::Transport, max_tx_segments: usize) -> Transp
     transport
 }
 
+/// The TLS side for QUIC from `identity`: what a certificate reload replaces. Sessions live in
+/// `sessions`, which outlives reloads.
+pub fn crypto(
+    identity: Identity,
+    transport: &config::Transport,
+    alpns: Vec<Vec<u8>>,
+    sessions: tls::SessionStore,
+) -> Result<Arc<QuicServerConfig>, SetupError> {
+    let tls = tls::server_config(identity, alpns, transport, sessions)?;
+    let crypto = QuicServerConfig::try_from(tls).map_err(|e| SetupError::QuicTls(e.to_string()))?;
+    Ok(Arc::new(crypto))
+}
+
 /// The server side: certificate, ALPNs, transport parameters.
 pub fn server_config(
     config: &config::Config,
     transport: &config::Transport,
     alpns: Vec<Vec<u8>>,
     max_tx_segments: usize,
+    sessions: tls::SessionStore,
 ) -> Result<ServerConfig, SetupError> {
     let identity = Identity::from_config(&config.tls)?;
     if identity.self_signed {
@@ -83,10 +97,10 @@ pub fn server_config(
             "NO CERTIFICATE CONFIGURED: serving a generated self-signed development certificate; \
              clients must skip verification. Set [tls] cert and key for real use."
         );
+    } else if let Some(not_after) = identity.not_after() {
+        tracing::info!(not_after, "certificate loaded");
     }
-    let tls = tls::server_config(identity, alpns, transport)?;
-    let crypto = QuicServerConfig::try_from(tls).map_err(|e| SetupError::QuicTls(e.to_string()))?;
-    let mut server = ServerConfig::with_crypto(Arc::new(crypto));
+    let mut server = ServerConfig::with_crypto(crypto(identity, transport, alpns, sessions)?);
     if let Some(key) = &transport.token_key {
         // Tokens are sealed with a key derived from the configured secret, as quinn-proto
         // derives its random one.

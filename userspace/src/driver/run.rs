@@ -40,8 +40,9 @@ impl Default for RunOptions {
 
 /// Runs until `stop` says so and the graceful shutdown completes (or the drain time passes).
 /// `stop` is asked once per turn: keep it to a few relaxed loads.
-/// Sees the driver and the datapath now and then (see [`run`]).
-pub type Observer<'a> = &'a mut dyn FnMut(&Driver, &dyn Datapath);
+/// Sees the driver and the datapath now and then (see [`run`]): publishes metrics, applies a
+/// reloaded certificate.
+pub type Observer<'a> = &'a mut dyn FnMut(&mut Driver, &dyn Datapath);
 
 /// `observe`, if given, sees the driver and the datapath at most every `opts.observe_every`
 /// and once more at the end (metrics). With `handoff`, datagrams of another worker's

@@ -40,7 +40,9 @@ pub fn server_transport(t: &Transport, gso: bool) -> TransportConfig {
 /// The quinn-proto server config quixd would build from `config` (same TLS code: quixd's).
 pub fn server_config(config: &Config, gso: bool) -> Result<quinn_proto::ServerConfig> {
     let identity = quixd::tls::Identity::from_config(&config.tls)?;
-    let tls = quixd::tls::server_config(identity, vec![ALPN.to_vec()], &config.transport)?;
+    let sessions = quixd::tls::session_store(&config.transport);
+    let tls =
+        quixd::tls::server_config(identity, vec![ALPN.to_vec()], &config.transport, sessions)?;
     let crypto = QuicServerConfig::try_from(tls).context("TLS config not usable for QUIC")?;
     let mut server = quinn_proto::ServerConfig::with_crypto(Arc::new(crypto));
     server.transport_config(Arc::new(server_transport(&config.transport, gso)));
