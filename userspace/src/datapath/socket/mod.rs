@@ -88,6 +88,15 @@ impl SocketDatapath {
         self.endpoints.iter().map(|e| &e.socket)
     }
 
+    /// Most datagrams one received payload may hold (GRO), over every socket.
+    pub fn gro_segments(&self) -> usize {
+        let segments = self
+            .endpoints
+            .iter()
+            .map(|e| e.state.as_ref().map_or(1, |s| s.gro_segments()));
+        segments.max().unwrap_or(1)
+    }
+
     pub fn socket_counters(&self) -> &SocketCounters {
         &self.counters
     }
@@ -353,6 +362,17 @@ impl Datapath for SocketDatapath {
     fn wait(&mut self, timeout: Option<Duration>, tx_pending: bool) -> io::Result<()> {
         self.wait_on(std::iter::empty(), timeout, tx_pending)
             .map(|_| ())
+    }
+
+    #[cfg(unix)]
+    fn poll_fds(&self) -> Vec<super::PollFd> {
+        use std::os::fd::AsRawFd;
+        let fds = self.endpoints.iter().map(|e| super::PollFd {
+            fd: e.socket.as_raw_fd(),
+            rx: true,
+            tx: Some(super::TxReady::Writable),
+        });
+        fds.collect()
     }
 
     fn counters(&self) -> Vec<(&'static str, u64)> {

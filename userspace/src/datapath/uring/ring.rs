@@ -400,6 +400,12 @@ impl Ring {
         }
     }
 
+    /// The ring's descriptor: readable while completions wait (for `poll_fds`).
+    pub fn fd(&self) -> RawFd {
+        use std::os::fd::AsRawFd;
+        self.uring.as_raw_fd()
+    }
+
     /// Whether completions are waiting to be reaped.
     pub fn completions_ready(&mut self) -> bool {
         !self.uring.completion().is_empty()
