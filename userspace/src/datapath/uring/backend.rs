@@ -131,6 +131,13 @@ pub struct UringDatapath {
     closed_balanced: Option<bool>,
 }
 
+// SAFETY: the raw pointers inside (the provided-buffer mapping, the receive headers, the
+// ring's own mappings) point into memory this value owns and frees on drop; none is tied to
+// the creating thread. io_uring lets any thread submit to and reap from a ring it shares (no
+// IORING_SETUP_SINGLE_ISSUER). Moving it to another thread (behind the quinn adapter's mutex)
+// is therefore sound; it is never used from two threads at once without `&mut`.
+unsafe impl Send for UringDatapath {}
+
 impl UringDatapath {
     /// The bound sockets, in the order of `settings.listen`.
     pub fn sockets(&self) -> impl Iterator<Item = &std::net::UdpSocket> {

@@ -168,6 +168,13 @@ pub struct XdpDatapath {
     closed_balanced: Option<bool>,
 }
 
+// SAFETY: the raw pointers inside (AF_XDP ring mappings, UMEM frames held in `rx_slab` and
+// by the sockets) point into memory this value owns and unmaps on drop; none is tied to the
+// creating thread (AF_XDP sockets and their rings may be used from any thread). Moving it to
+// another thread (behind the quinn adapter's mutex) is therefore sound; it is never used from
+// two threads at once without `&mut`.
+unsafe impl Send for XdpDatapath {}
+
 /// Without a wait in between (a busy loop), the guard sockets are still looked at every this
 /// many receive turns.
 const GUARD_CHECK_TURNS: u32 = 64;
