@@ -14,6 +14,8 @@ pub mod echo;
 pub mod metrics;
 pub mod notify;
 pub mod privilege;
+#[cfg(all(feature = "quinn", unix))]
+pub mod quinn_socket;
 pub mod status;
 pub mod tls;
 pub mod wire;

@@ -182,6 +182,50 @@ pub trait Datapath {
     /// Called once after the last send: lets in-flight transmissions complete and checks
     /// that the backend's buffers are all accounted for (logging what is not).
     fn close(&mut self) {}
+
+    // For callers with an event loop of their own (an async runtime's reactor) that watch the
+    // backend's descriptors instead of calling `wait`: see `crate::quinn_socket`.
+
+    /// The descriptors to watch instead of calling [`Datapath::wait`]. Empty when the backend
+    /// has none (then only `wait` can sleep on it).
+    #[cfg(unix)]
+    fn poll_fds(&self) -> Vec<PollFd> {
+        Vec::new()
+    }
+
+    /// The part of [`Datapath::wait`] that does not sleep: hands the kernel what `send`
+    /// queued, takes note of which [`Datapath::poll_fds`] were readable (bit `i` for the
+    /// `i`-th), and returns whether `recv` may have something that no descriptor will announce
+    /// (the backend already took it from the kernel, e.g. while reaping send completions).
+    fn poll_turn(&mut self, _readable: u64) -> io::Result<bool> {
+        Ok(false)
+    }
+
+    /// After [`Datapath::close`]: whether its check found every buffer accounted for. `None`
+    /// before `close`, or for a backend that keeps no ledger.
+    fn ledger_balanced(&self) -> Option<bool> {
+        None
+    }
+}
+
+/// A descriptor to watch instead of calling [`Datapath::wait`] (see [`Datapath::poll_fds`]).
+#[cfg(unix)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PollFd {
+    pub fd: std::os::fd::RawFd,
+    /// Becomes readable when `recv` may return data.
+    pub rx: bool,
+    /// How it tells that `send`, having stopped short, may take more; `None` if it does not.
+    pub tx: Option<TxReady>,
+}
+
+/// What a [`PollFd`] does when a backend that stopped sending may take more.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TxReady {
+    /// It becomes writable (a socket's buffer has room).
+    Writable,
+    /// It becomes readable (completions free send slots: io_uring).
+    Readable,
 }
 
 #[cfg(test)]

@@ -93,6 +93,15 @@ impl SocketDatapath {
         self.endpoints.iter().map(|e| &e.socket)
     }
 
+    /// Most datagrams one received payload may hold (GRO), over every socket.
+    pub fn gro_segments(&self) -> usize {
+        let segments = self
+            .endpoints
+            .iter()
+            .map(|e| e.state.as_ref().map_or(1, |s| s.gro_segments()));
+        segments.max().unwrap_or(1)
+    }
+
     pub fn socket_counters(&self) -> &SocketCounters {
         &self.counters
     }
@@ -365,6 +374,17 @@ impl Datapath for SocketDatapath {
     fn wake_on(&mut self, fd: std::os::fd::RawFd) -> bool {
         self.wake = Some(fd);
         true
+    }
+
+    #[cfg(unix)]
+    fn poll_fds(&self) -> Vec<super::PollFd> {
+        use std::os::fd::AsRawFd;
+        let fds = self.endpoints.iter().map(|e| super::PollFd {
+            fd: e.socket.as_raw_fd(),
+            rx: true,
+            tx: Some(super::TxReady::Writable),
+        });
+        fds.collect()
     }
 
     fn counters(&self) -> Vec<(&'static str, u64)> {

@@ -131,7 +131,15 @@ pub struct UringDatapath {
     wake: Option<std::os::fd::RawFd>,
     /// Its multishot poll ended: re-arm it.
     wake_ended: bool,
+    /// The result of `close`'s ledger check.
+    closed_balanced: Option<bool>,
 }
+
+// The quinn adapter moves a datapath behind a mutex; keep it possible.
+const _: fn() = || {
+    fn send<T: Send>() {}
+    send::<UringDatapath>();
+};
 
 impl UringDatapath {
     /// The bound sockets, in the order of `settings.listen`.
@@ -181,6 +189,7 @@ impl UringDatapath {
             buffer_payload,
             sockets,
             counters: UringCounters::default(),
+            closed_balanced: None,
         };
         for i in 0..n {
             dp.ring.arm_recv(i).map_err(|error| UringError::Io {
@@ -613,7 +622,9 @@ impl Datapath for UringDatapath {
         // Lent transmit buffers the kernel is done with wait to go back to the batch (which
         // the driver has dropped by now): none may still be held for a request.
         let loans_out = self.ring.loans_out();
-        if ledger.balanced() && in_flight == 0 && loans_out == 0 {
+        let balanced = ledger.balanced() && in_flight == 0 && loans_out == 0;
+        self.closed_balanced = Some(balanced);
+        if balanced {
             tracing::info!(
                 buffers = ledger.capacity,
                 send_slots = self.ring.send_slots(),
@@ -642,6 +653,26 @@ impl Datapath for UringDatapath {
                 false
             }
         }
+    }
+
+    fn poll_fds(&self) -> Vec<crate::datapath::PollFd> {
+        // Every datagram and every send completion is a completion on the ring.
+        vec![crate::datapath::PollFd {
+            fd: self.ring.fd(),
+            rx: true,
+            tx: Some(crate::datapath::TxReady::Readable),
+        }]
+    }
+
+    fn poll_turn(&mut self, _readable: u64) -> io::Result<bool> {
+        // Sends are submitted by the next `wait` or `recv`; a caller without either submits
+        // here. Receive completions reaped by `send` wait in `rx_queue`, announced by nothing.
+        self.ring.submit()?;
+        Ok(!self.rx_queue.is_empty() || self.ring.completions_ready())
+    }
+
+    fn ledger_balanced(&self) -> Option<bool> {
+        self.closed_balanced
     }
 
     fn gauges(&self) -> Vec<(&'static str, u64)> {

@@ -416,6 +416,12 @@ impl Ring {
         }
     }
 
+    /// The ring's descriptor: readable while completions wait (for `poll_fds`).
+    pub fn fd(&self) -> RawFd {
+        use std::os::fd::AsRawFd;
+        self.uring.as_raw_fd()
+    }
+
     /// Whether completions are waiting to be reaped.
     pub fn completions_ready(&mut self) -> bool {
         !self.uring.completion().is_empty()
@@ -512,6 +518,13 @@ impl Ring {
         }
     }
 }
+
+// SAFETY: the raw pointers inside (the provided-buffer mapping, the recvmsg headers, the send
+// slots' headers, the ring's own mappings) point into memory this value owns and frees on
+// drop; none is tied to the creating thread. io_uring lets any thread submit to and reap from
+// a ring (no IORING_SETUP_SINGLE_ISSUER), so the whole value may move to another thread; it
+// is never used from two at once (every use takes `&mut self` or reads only).
+unsafe impl Send for Ring {}
 
 impl Drop for Ring {
     fn drop(&mut self) {

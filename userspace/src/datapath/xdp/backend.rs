@@ -13,13 +13,14 @@ use std::os::fd::{AsFd, AsRawFd};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use xdp::slab::{HeapSlab, Slab};
+use xdp::slab::Slab;
 
 use super::drops::DropLog;
 use super::neighbor::NeighborTable;
 pub use super::options::Transmit;
 use super::program::{AttachMode, XdpProgram, XdpProgramError};
 use super::socket::{CopyMode, Ledger, Xsk, XskError, XskSizes};
+use super::sys::ring::FrameBatch;
 use crate::datapath::socket::{SocketDatapath, SocketError};
 use crate::datapath::{Capabilities, Datapath, RxMeta, TxBatch};
 use crate::wire::{self, ChecksumPolicy, Checksums, FrameHeader, ParseCounters};
@@ -147,7 +148,7 @@ pub struct XdpDatapath {
     interface: String,
     ports: Vec<u16>,
     local_addrs: Vec<SocketAddr>,
-    rx_slab: HeapSlab,
+    rx_slab: FrameBatch,
     mtu: usize,
     src_mac: [u8; 6],
     next_tx: usize,
@@ -164,7 +165,15 @@ pub struct XdpDatapath {
     parse: ParseCounters,
     drops: DropLog,
     counters: XdpCounters,
+    /// The result of `close`'s frame ledger check.
+    closed_balanced: Option<bool>,
 }
+
+// The quinn adapter moves a datapath behind a mutex; keep it possible.
+const _: fn() = || {
+    fn send<T: Send>() {}
+    send::<XdpDatapath>();
+};
 
 /// Without a wait in between (a busy loop), the guard sockets are still looked at every this
 /// many receive turns.
@@ -282,7 +291,7 @@ impl XdpDatapath {
             primary,
             ports,
             local_addrs,
-            rx_slab: HeapSlab::with_capacity(RX_BATCH),
+            rx_slab: FrameBatch::with_capacity(RX_BATCH),
             next_tx: 0,
             tx_via_kernel,
             vlan: settings.vlan,
@@ -290,6 +299,7 @@ impl XdpDatapath {
             parse: ParseCounters::default(),
             drops: DropLog::new(&interface),
             counters: XdpCounters::default(),
+            closed_balanced: None,
             interface,
         })
     }
@@ -514,6 +524,37 @@ impl Datapath for XdpDatapath {
         Ok(())
     }
 
+    fn poll_fds(&self) -> Vec<crate::datapath::PollFd> {
+        // The AF_XDP sockets first, then the guard sockets (as in `wait`).
+        let xsks = self.xsks.iter().map(|x| crate::datapath::PollFd {
+            fd: x.as_fd().as_raw_fd(),
+            rx: true,
+            tx: Some(crate::datapath::TxReady::Writable),
+        });
+        xsks.chain(self.guard.poll_fds()).collect()
+    }
+
+    fn poll_turn(&mut self, readable: u64) -> io::Result<bool> {
+        if readable >> self.xsks.len().min(63) != 0 {
+            self.guard_ready = true;
+        }
+        // Frames queued but not yet on the TX ring (it was full): a caller that never waits
+        // would leave them there.
+        for xsk in &mut self.xsks {
+            if xsk.tx_backlog() > 0 {
+                if let Err(e) = xsk.flush_tx() {
+                    self.counters.tx_errors += 1;
+                    tracing::debug!(queue = xsk.queue, error = %e, "AF_XDP TX kick failed");
+                }
+            }
+        }
+        Ok(false)
+    }
+
+    fn ledger_balanced(&self) -> Option<bool> {
+        self.closed_balanced
+    }
+
     fn gauges(&self) -> Vec<(&'static str, u64)> {
         // The frame ledger summed over this worker's sockets: where the UMEM frames are.
         let mut l = Ledger::default();
@@ -558,7 +599,9 @@ impl Datapath for XdpDatapath {
                 .all(|l| l.tx_in_flight == 0 && l.tx_building == 0 && l.rx_held == 0);
             if settled || std::time::Instant::now() >= deadline {
                 let frames: usize = ledgers.iter().map(|l| l.capacity).sum();
-                if settled && ledgers.iter().all(Ledger::balanced) {
+                let balanced = settled && ledgers.iter().all(Ledger::balanced);
+                self.closed_balanced = Some(balanced);
+                if balanced {
                     tracing::info!(
                         frames,
                         sockets = ledgers.len(),

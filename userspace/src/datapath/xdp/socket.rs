@@ -12,7 +12,7 @@ use xdp::Packet;
 
 pub use super::options::{CopyMode, XskSizes};
 pub use super::sys::ring::kick_tx;
-use super::sys::ring::{BindError, Rings};
+use super::sys::ring::{BindError, FrameBatch, Rings};
 pub use super::umem::{Ledger, RX_FRAME_ROOM};
 
 pub use xdp::Packet as Frame;
@@ -44,7 +44,7 @@ const MAX_KICKS: usize = 64;
 
 pub struct Xsk {
     /// Frames built and waiting for room in the TX ring (they point into `rings`' UMEM).
-    tx_pending: HeapSlab,
+    tx_pending: FrameBatch,
     rings: Rings,
     ledger: Ledger,
     fill_target: usize,
@@ -122,7 +122,7 @@ impl Xsk {
             })?;
         let capacity = rings.capacity();
         let mut xsk = Self {
-            tx_pending: HeapSlab::with_capacity(sizes.ring as usize),
+            tx_pending: FrameBatch::with_capacity(sizes.ring as usize),
             rings,
             ledger: Ledger {
                 capacity,

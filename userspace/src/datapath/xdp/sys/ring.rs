@@ -165,6 +165,35 @@ impl AsFd for Rings {
     }
 }
 
+/// Frames of one [`Rings`] held outside it by the same owner: received ones until their
+/// release, built ones until the TX ring takes them.
+pub struct FrameBatch(HeapSlab);
+
+impl FrameBatch {
+    pub fn with_capacity(n: usize) -> Self {
+        Self(HeapSlab::with_capacity(n))
+    }
+}
+
+impl std::ops::Deref for FrameBatch {
+    type Target = HeapSlab;
+
+    fn deref(&self) -> &HeapSlab {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for FrameBatch {
+    fn deref_mut(&mut self) -> &mut HeapSlab {
+        &mut self.0
+    }
+}
+
+// SAFETY: the frames are raw pointers into the UMEM of a `Rings` that the batch's owner also
+// owns (and which is `Send`): moving the owner to another thread moves the mapping with them.
+// A frame's memory is not tied to a thread, and nothing else refers to these frames.
+unsafe impl Send for FrameBatch {}
+
 /// Asks the kernel to transmit what is in the TX ring of the AF_XDP socket `socket` (a
 /// zero-length `sendto`). In copy mode each call sends at most one kernel batch (32 frames) and
 /// EAGAIN says more remain.
