@@ -145,3 +145,57 @@ fn daemon_workers_hand_a_rebinding_client_to_its_worker() {
         "still attached after the last worker stopped"
     );
 }
+
+/// A misconfiguration named in the log while the daemon runs: with `xdp.queues = [0]` on a
+/// two-queue veth, flows hashed to queue 1 reach the kernel (and quixd's guard sockets, so
+/// they are still served), and the live diagnostics say which queue setting to fix.
+#[test]
+fn daemon_names_an_unserved_queue_while_running() {
+    if !privileged("daemon_names_an_unserved_queue_while_running") {
+        return;
+    }
+    let net = TestNet::with_queues(2);
+    let site = Site::new();
+    site.put("hello.txt", b"hello\n");
+    let listen = [SocketAddr::new(net.server_v4.into(), PORT)];
+    let config = site.config(&net.server_if, "driver", &listen, "queues = [0]");
+    let mut daemon = Quixd::start(&net.server_ns, &config, 1);
+    let addr = daemon.addrs[0];
+    runtime().block_on(async {
+        for c in 0..CLIENTS {
+            let endpoint = client(&net, false, &site.cert, "hq-interop");
+            let conn = connect(&endpoint, addr).await;
+            let body = bounded(Duration::from_secs(20), "GET /hello.txt", async {
+                hq_get(&conn, "/hello.txt", None).await
+            })
+            .await;
+            assert_eq!(body, b"hello\n", "client {c}");
+            conn.close(0u32.into(), b"done");
+            bounded(Duration::from_secs(5), "client close", endpoint.wait_idle()).await;
+        }
+    });
+    // The workers look at their counters every 250 ms.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let line = loop {
+        let log = daemon.output();
+        if let Some(line) = log
+            .lines()
+            .find(|l| l.contains("counter=\"prog_no_socket\""))
+        {
+            break line.to_owned();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no live line about the unserved queue while running:\n{log}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    daemon.assert_alive();
+    assert!(line.contains("xdp.queues"), "the fix is named: {line}");
+    let stopped = daemon.terminate();
+    assert!(
+        get(&stopped.counters, "guard_rx") > 0,
+        "{:?}",
+        stopped.counters
+    );
+}

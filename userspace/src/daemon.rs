@@ -446,14 +446,12 @@ impl Worker {
         tls: &TlsReloads,
     ) -> Result<WorkerReport, DaemonError> {
         let mut seen = 0;
+        let mut live = crate::diagnostics::LiveProblems::new(self.index);
         let mut tick = |driver: &mut Driver, datapath: &dyn Datapath| {
+            let counters = datapath.counters();
+            live.check(&counters, std::time::Instant::now());
             if let Some(slot) = metrics {
-                slot.publish(
-                    driver,
-                    datapath.name(),
-                    datapath.counters(),
-                    datapath.gauges(),
-                );
+                slot.publish(driver, datapath.name(), counters, datapath.gauges());
             }
             if let Some(crypto) = tls.newer(&mut seen) {
                 driver.set_tls(crypto);

@@ -9,6 +9,7 @@ pub mod app;
 pub mod config;
 pub mod daemon;
 pub mod datapath;
+pub mod diagnostics;
 pub mod driver;
 pub mod echo;
 pub mod metrics;
