@@ -216,6 +216,14 @@ impl CidLayout {
         })
     }
 
+    /// The layout `server` configures: encrypted with `cid_key`, plaintext without.
+    pub fn from_config(server: &crate::config::Server) -> Result<Self, TooLong> {
+        match &server.cid_key {
+            Some(key) => Self::encrypted(&server.server_id.0, &key.0),
+            None => Ok(Self::new(&server.server_id.0)),
+        }
+    }
+
     /// This host's id.
     pub fn host(&self) -> &[u8] {
         &self.host
