@@ -314,6 +314,8 @@ pub struct ServerConfig {
     pub workers: Option<String>,
     /// `server.server_id` (hex); `None` leaves the default (none).
     pub server_id: Option<String>,
+    /// `server.cid_key` (32 hex digits): encrypted connection IDs; `None`: plaintext.
+    pub cid_key: Option<String>,
     /// `[metrics] listen`, e.g. `127.0.0.1:0`; `None`: no metrics endpoint.
     pub metrics: Option<String>,
     /// `server.user` and `server.group`.
@@ -381,6 +383,11 @@ impl ServerConfig {
         self
     }
 
+    pub fn cid_key(mut self, hex: &str) -> Self {
+        self.cid_key = Some(hex.to_string());
+        self
+    }
+
     pub fn listen(mut self, addrs: &[&str]) -> Self {
         self.listen = addrs.iter().map(|s| s.to_string()).collect();
         self
@@ -400,6 +407,9 @@ impl ServerConfig {
         }
         if let Some(id) = &self.server_id {
             writeln!(s, "server_id = {}", toml_str(id)).unwrap();
+        }
+        if let Some(key) = &self.cid_key {
+            writeln!(s, "cid_key = {}", toml_str(key)).unwrap();
         }
         if let Some((user, group)) = &self.run_as {
             writeln!(s, "user = {}\ngroup = {}", toml_str(user), toml_str(group)).unwrap();
@@ -568,6 +578,7 @@ impl Fixture {
             drain_timeout_ms: None,
             workers: None,
             server_id: None,
+            cid_key: None,
             metrics: None,
             run_as: None,
             tls: TlsSetup::Files {

@@ -3,7 +3,9 @@
 //! serves; session tickets from one worker give 0-RTT at another (shared keys); a second
 //! daemon cannot join the port group; a client whose port keeps changing (NAT rebinding) stays
 //! on the worker that owns its connection (steering by connection ID, which needs CAP_BPF; and
-//! without CAP_BPF, the worker that gets its datagrams hands them over in user space).
+//! without CAP_BPF, the worker that gets its datagrams hands them over in user space); with
+//! encrypted connection IDs (`server.cid_key`), which the steering program cannot read, the
+//! handoff keeps such a client's connection too.
 
 use std::time::Duration;
 
@@ -22,6 +24,7 @@ e2e_tests!(
         a_second_daemon_cannot_join_the_workers_port,
         a_rebinding_client_stays_on_its_worker,
         a_rebinding_client_is_handed_over_without_steering,
+        encrypted_ids_keep_a_rebinding_client_through_the_handoff,
     }
 );
 
@@ -204,6 +207,57 @@ async fn a_rebinding_client_is_handed_over_without_steering(t: Backend) {
     assert!(
         log.contains("steering is off"),
         "the steering program loaded without CAP_BPF:\n{log}"
+    );
+    assert_eq!(
+        driver_counter(&log, "connections_accepted"),
+        1,
+        "one connection, kept across {REBINDS} rebinds"
+    );
+    let sent = driver_counter(&log, "handoff_sent");
+    assert!(
+        sent > 0,
+        "{REBINDS} rebinds and nothing handed over:\n{log}"
+    );
+    assert_eq!(sent, driver_counter(&log, "handoff_received"));
+}
+
+async fn encrypted_ids_keep_a_rebinding_client_through_the_handoff(t: Backend) {
+    let fx = Fixture::new(t);
+    let data = random_bytes(30_000, run_seed());
+    fx.put("f.bin", &data);
+    // QUIC-LB's encrypted mode: the kernel cannot read the worker, so steering stays unloaded
+    // even where it could load (as root), and the handoff moves datagrams between workers.
+    let cfg = fx
+        .config()
+        .workers("2")
+        .server_id("0a0b0c")
+        .cid_key("000102030405060708090a0b0c0d0e0f");
+    let mut d = fx.start(&cfg).await;
+    let addr = d.addr();
+    let trust = fx.trust();
+    bounded(Duration::from_secs(120), async {
+        let ep = fx.client.endpoint(addr);
+        let ccfg = client_config(&trust, &[ALPN_HQ], false);
+        let conn = connect(&ep, &ccfg, addr).await;
+        assert_same_bytes(
+            &hq_get(&conn, "/f.bin").await,
+            &data,
+            "GET before rebinding",
+        );
+        get_across_rebinds(&ep, &fx.client, &conn, REBINDS, "/f.bin", &data).await;
+        conn.close(0u32.into(), b"done");
+        ep.wait_idle().await;
+    })
+    .await;
+    d.assert_alive();
+    let log = d.terminate().await;
+    assert!(
+        log.contains("steering is not loaded: connection IDs are encrypted"),
+        "no word of steering left out for encryption:\n{log}"
+    );
+    assert!(
+        !log.contains("steering is off"),
+        "steering was tried despite encryption:\n{log}"
     );
     assert_eq!(
         driver_counter(&log, "connections_accepted"),

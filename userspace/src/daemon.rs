@@ -484,8 +484,9 @@ impl Worker {
 }
 
 /// Whether the kernel delivers every datagram to the worker owning its connection: the
-/// reuseport steering program does on socket and io_uring; an AF_XDP socket takes only its
-/// own queue's frames, which the NIC chose by address.
+/// reuseport steering program does on socket and io_uring, unless connection IDs are
+/// encrypted (then it is not loaded: `group.steer` stays empty); an AF_XDP socket takes only
+/// its own queue's frames, which the NIC chose by address.
 fn kernel_steers(backend: &str, group: &Group) -> bool {
     #[cfg(target_os = "linux")]
     return backend != "xdp" && group.steer.is_some();
@@ -662,6 +663,16 @@ fn steer_sockets<'a>(
     let Ok(worker) = u8::try_from(group.index) else {
         return;
     };
+    if config.server.cid_key.is_some() {
+        if group.index == 0 {
+            tracing::info!(
+                "connection-ID steering is not loaded: connection IDs are encrypted \
+                 (server.cid_key), which the reuseport program cannot decrypt; workers hand \
+                 datagrams of another's connection over in user space instead"
+            );
+        }
+        return;
+    }
     let result = if group.index == 0 {
         sockets
             .map(|socket| {

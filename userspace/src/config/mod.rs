@@ -62,6 +62,10 @@ pub struct Server {
     /// This host's id in its connection IDs, for a load balancer in front of several hosts.
     #[serde(default)]
     pub server_id: ServerId,
+    /// QUIC-LB key: with it, connection IDs are encrypted (QUIC-LB's encrypted mode), and only
+    /// who holds the key can tell which host and worker one names.
+    #[serde(default)]
+    pub cid_key: Option<CidKey>,
     /// Run as this user once every worker has started (quixd must start as root).
     #[serde(default)]
     pub user: Option<String>,
@@ -268,11 +272,31 @@ impl<'de> Deserialize<'de> for SecretKey {
     }
 }
 
-fn parse_hex_key(s: &str) -> Result<[u8; 32], String> {
-    if s.len() != 64 {
-        return Err(format!("expected 64 hex digits, found {}", s.len()));
+/// QUIC-LB's 16-byte AES-128 key for encrypted connection IDs (`server.cid_key`), written as
+/// 32 hex digits.
+#[derive(Clone, PartialEq, Eq)]
+pub struct CidKey(pub [u8; 16]);
+
+impl std::fmt::Debug for CidKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CidKey(..)")
     }
-    let mut key = [0u8; 32];
+}
+
+impl<'de> Deserialize<'de> for CidKey {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        parse_hex_key(&s)
+            .map(CidKey)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+fn parse_hex_key<const N: usize>(s: &str) -> Result<[u8; N], String> {
+    if s.len() != 2 * N {
+        return Err(format!("expected {} hex digits, found {}", 2 * N, s.len()));
+    }
+    let mut key = [0u8; N];
     key.copy_from_slice(&parse_hex(s)?);
     Ok(key)
 }
@@ -408,6 +432,13 @@ impl Config {
         }
         if self.server.listen.is_empty() {
             return fail("server.listen", "at least one address is needed".into());
+        }
+        // Cannot fail while `ServerId::MAX` is 8, but the layout's own bound decides.
+        if let Err(e) = crate::driver::cid::CidLayout::from_config(&self.server) {
+            return fail(
+                "server.server_id",
+                format!("too long for `server.cid_key`: {e}"),
+            );
         }
         if self.tls.cert.is_some() != self.tls.key.is_some() {
             let (present, missing) = if self.tls.cert.is_some() {

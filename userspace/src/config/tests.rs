@@ -260,6 +260,49 @@ fn server_id_is_hex_and_short() {
 }
 
 #[test]
+fn cid_key_is_16_bytes_of_hex() {
+    let with =
+        |value: &str| minimal().replace("[server]\n", &format!("[server]\ncid_key = {value}\n"));
+    assert_eq!(parse(&minimal()).unwrap().server.cid_key, None);
+    let config = parse(&with("\"000102030405060708090a0b0c0d0E0F\"")).unwrap();
+    assert_eq!(
+        config.server.cid_key,
+        Some(CidKey(std::array::from_fn(|i| i as u8)))
+    );
+    assert_eq!(format!("{:?}", config.server.cid_key), "Some(CidKey(..))");
+    expect_error(
+        &with("\"0001\""),
+        2,
+        "server.cid_key",
+        "expected 32 hex digits, found 4",
+    );
+    expect_error(
+        &with("\"000102030405060708090a0b0c0d0e0f10\""),
+        2,
+        "server.cid_key",
+        "expected 32 hex digits, found 34",
+    );
+    expect_error(
+        &with("\"000102030405060708090a0b0c0d0e0g\""),
+        2,
+        "server.cid_key",
+        "`g` is not a hex digit",
+    );
+    expect_error(&with("16"), 2, "server.cid_key", "string");
+    // The longest server id still leaves a nonce (8 + 1 bytes, 7 of nonce in one block); a
+    // longer one is refused whether or not a key is set.
+    let longest = with("\"000102030405060708090a0b0c0d0e0f\"")
+        .replace("[server]\n", "[server]\nserver_id = \"0001020304050607\"\n");
+    assert!(parse(&longest).unwrap().server.cid_key.is_some());
+    expect_error(
+        &longest.replace("0001020304050607\"", "000102030405060708\""),
+        2,
+        "server.server_id",
+        "at most 8 bytes",
+    );
+}
+
+#[test]
 fn group_needs_a_user() {
     let src = minimal().replace("[server]\n", "[server]\ngroup = \"nogroup\"\n");
     expect_error(&src, 2, "server.group", "needs `server.user`");

@@ -50,6 +50,8 @@ pub enum SteerError {
     },
     #[error("the steering object has no `{0}`")]
     Missing(&'static str),
+    #[error("connection IDs are encrypted (server.cid_key): the program cannot read their worker")]
+    Encrypted,
 }
 
 /// The steering program of one reuseport group (one served address).
@@ -61,6 +63,7 @@ pub struct ReuseportSteering {
 impl ReuseportSteering {
     /// Loads a copy of the program with its own socket map, for connection IDs of `layout`.
     pub fn load(layout: &CidLayout) -> Result<Self, SteerError> {
+        let worker_offset = layout.worker_offset().ok_or(SteerError::Encrypted)?;
         let mut ebpf = Ebpf::load(object()).map_err(SteerError::Object)?;
         program(&mut ebpf)?.load().map_err(SteerError::Program)?;
         let map = ebpf.map_mut(CONFIG).ok_or(SteerError::Missing(CONFIG))?;
@@ -70,7 +73,7 @@ impl ReuseportSteering {
         })?;
         for (index, value) in [
             (CFG_FIRST_OCTET, u32::from(layout.first_octet())),
-            (CFG_WORKER_OFFSET, layout.worker_offset() as u32),
+            (CFG_WORKER_OFFSET, worker_offset as u32),
         ] {
             config
                 .set(index, value, 0)

@@ -353,49 +353,54 @@ mod tests {
 
     #[test]
     fn hands_short_headers_to_their_owner_and_keeps_the_rest() {
-        let layout = CidLayout::new(&[0x07]);
-        let mut mesh = Handoff::mesh(3, &layout).unwrap();
-        let cid_of = |w| WorkerCids::new(&layout, w).generate_cid().to_vec();
-        let (mine, theirs) = (cid_of(0), cid_of(2));
-        let mut local = Vec::new();
-        {
-            let h = &mut mesh[0];
-            // Two datagrams of one GRO batch: one ours, one worker 2's.
-            let mut batch = short(&mine, 100);
-            batch.extend(short(&theirs, 80));
-            h.route(&meta(100), &batch, &mut |m, d| local.push((*m, d.to_vec())));
-            // An Initial to a DCID that happens to look like worker 2's stays here.
-            let mut initial = vec![0xc0, 0, 0, 0, 1, theirs.len() as u8];
-            initial.extend_from_slice(&theirs);
-            initial.resize(1200, 0);
-            h.route(&meta(1200), &initial, &mut |m, d| {
-                local.push((*m, d.to_vec()))
-            });
-            // A Handshake packet to worker 2's CID moves.
-            let mut handshake = vec![0xe0, 0, 0, 0, 1, theirs.len() as u8];
-            handshake.extend_from_slice(&theirs);
-            handshake.resize(300, 0);
-            h.route(&meta(300), &handshake, &mut |m, d| {
-                local.push((*m, d.to_vec()))
-            });
-            h.flush();
-            assert_eq!(h.counters().sent, 2);
+        // Plaintext and encrypted connection IDs alike.
+        for layout in [
+            CidLayout::new(&[0x07]),
+            CidLayout::encrypted(&[0x07], &[3; 16]).unwrap(),
+        ] {
+            let mut mesh = Handoff::mesh(3, &layout).unwrap();
+            let cid_of = |w| WorkerCids::new(&layout, w).generate_cid().to_vec();
+            let (mine, theirs) = (cid_of(0), cid_of(2));
+            let mut local = Vec::new();
+            {
+                let h = &mut mesh[0];
+                // Two datagrams of one GRO batch: one ours, one worker 2's.
+                let mut batch = short(&mine, 100);
+                batch.extend(short(&theirs, 80));
+                h.route(&meta(100), &batch, &mut |m, d| local.push((*m, d.to_vec())));
+                // An Initial to a DCID that happens to look like worker 2's stays here.
+                let mut initial = vec![0xc0, 0, 0, 0, 1, theirs.len() as u8];
+                initial.extend_from_slice(&theirs);
+                initial.resize(1200, 0);
+                h.route(&meta(1200), &initial, &mut |m, d| {
+                    local.push((*m, d.to_vec()))
+                });
+                // A Handshake packet to worker 2's CID moves.
+                let mut handshake = vec![0xe0, 0, 0, 0, 1, theirs.len() as u8];
+                handshake.extend_from_slice(&theirs);
+                handshake.resize(300, 0);
+                h.route(&meta(300), &handshake, &mut |m, d| {
+                    local.push((*m, d.to_vec()))
+                });
+                h.flush();
+                assert_eq!(h.counters().sent, 2);
+            }
+            assert_eq!(local.len(), 2, "the local datagram and the Initial");
+            assert_eq!(local[0].0.stride, 100);
+            assert_eq!(local[0].1, short(&mine, 100));
+            assert_eq!(local[1].1.len(), 1200);
+            assert_eq!(
+                mesh[1].receive(&mut |_, _| panic!("nothing for worker 1")),
+                0
+            );
+            let mut got = Vec::new();
+            assert_eq!(mesh[2].receive(&mut |m, d| got.push((*m, d.to_vec()))), 2);
+            assert_eq!(got[0].0, meta(80), "the metadata travels with the datagram");
+            assert_eq!(got[0].1, short(&theirs, 80));
+            assert_eq!(got[1].1.len(), 300);
+            assert_eq!(mesh[2].counters().received, 2);
+            assert_eq!(mesh[2].receive(&mut |_, _| panic!("read twice")), 0);
         }
-        assert_eq!(local.len(), 2, "the local datagram and the Initial");
-        assert_eq!(local[0].0.stride, 100);
-        assert_eq!(local[0].1, short(&mine, 100));
-        assert_eq!(local[1].1.len(), 1200);
-        assert_eq!(
-            mesh[1].receive(&mut |_, _| panic!("nothing for worker 1")),
-            0
-        );
-        let mut got = Vec::new();
-        assert_eq!(mesh[2].receive(&mut |m, d| got.push((*m, d.to_vec()))), 2);
-        assert_eq!(got[0].0, meta(80), "the metadata travels with the datagram");
-        assert_eq!(got[0].1, short(&theirs, 80));
-        assert_eq!(got[1].1.len(), 300);
-        assert_eq!(mesh[2].counters().received, 2);
-        assert_eq!(mesh[2].receive(&mut |_, _| panic!("read twice")), 0);
     }
 
     #[test]

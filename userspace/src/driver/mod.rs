@@ -226,7 +226,8 @@ impl QuicSetup {
             max_tx_segments,
             // Path MTU discovery only where datagrams are never fragmented (DF set).
             allow_mtud: !caps.may_fragment,
-            cids: cid::CidLayout::new(&config.server.server_id.0),
+            cids: cid::CidLayout::from_config(&config.server)
+                .map_err(|e| SetupError::Quic(format!("server.cid_key: {e}")))?,
             alpns: apps.alpns(),
             transport,
             sessions,
