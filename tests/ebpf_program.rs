@@ -10,6 +10,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use quixd::datapath::xdp::program::{ProgramCounters, XdpAction, XdpProgram};
+use quixd::datapath::xdp::socket::{CopyMode, Xsk, XskSizes};
 
 const OUR_PORT: u16 = 4433;
 const OTHER_PORT: u16 = 53;
@@ -738,131 +739,13 @@ fn port_and_address_maps_round_trip() {
 // A real XDP_REDIRECT: an AF_XDP socket bound to loopback in a private network namespace
 // ---------------------------------------------------------------------------------------------
 
-mod xsk {
-    use std::io;
-    use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
-
-    const FRAMES: usize = 16;
-    const FRAME_SIZE: usize = 4096;
-    const RING: u32 = 16;
-
-    /// A minimal AF_XDP socket: UMEM, fill/completion and RX rings sized, bound in copy mode.
-    /// The rings are never mapped: the socket only has to exist in the XSKMAP.
-    pub struct Socket {
-        fd: OwnedFd,
-        umem: *mut libc::c_void,
+/// Moves the calling thread into a new, empty network namespace (its own loopback).
+fn enter_private_netns() -> std::io::Result<()> {
+    // SAFETY: unshare(2) affects only the calling thread's namespaces.
+    if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
+        return Err(std::io::Error::last_os_error());
     }
-
-    impl Socket {
-        pub fn bind(ifindex: u32, queue: u32) -> io::Result<Self> {
-            // SAFETY: plain socket(2) call; the result is checked before use.
-            let raw = unsafe { libc::socket(libc::AF_XDP, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
-            if raw < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            // SAFETY: `raw` is a fresh descriptor that nothing else owns.
-            let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-
-            let len = FRAMES * FRAME_SIZE;
-            // SAFETY: anonymous private mapping, no address hint; checked for MAP_FAILED.
-            let umem = unsafe {
-                libc::mmap(
-                    std::ptr::null_mut(),
-                    len,
-                    libc::PROT_READ | libc::PROT_WRITE,
-                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                    -1,
-                    0,
-                )
-            };
-            if umem == libc::MAP_FAILED {
-                return Err(io::Error::last_os_error());
-            }
-            let socket = Self { fd, umem };
-
-            let reg = libc::xdp_umem_reg {
-                addr: umem as u64,
-                len: len as u64,
-                chunk_size: FRAME_SIZE as u32,
-                headroom: 0,
-                flags: 0,
-                tx_metadata_len: 0,
-            };
-            socket.setsockopt(libc::XDP_UMEM_REG, &reg)?;
-            socket.setsockopt(libc::XDP_UMEM_FILL_RING, &RING)?;
-            socket.setsockopt(libc::XDP_UMEM_COMPLETION_RING, &RING)?;
-            socket.setsockopt(libc::XDP_RX_RING, &RING)?;
-
-            let addr = libc::sockaddr_xdp {
-                sxdp_family: libc::AF_XDP as u16,
-                sxdp_flags: libc::XDP_COPY,
-                sxdp_ifindex: ifindex,
-                sxdp_queue_id: queue,
-                sxdp_shared_umem_fd: 0,
-            };
-            // SAFETY: `addr` is a valid sockaddr_xdp and its exact size is passed.
-            let rc = unsafe {
-                libc::bind(
-                    socket.fd.as_raw_fd(),
-                    (&raw const addr).cast(),
-                    size_of::<libc::sockaddr_xdp>() as libc::socklen_t,
-                )
-            };
-            if rc != 0 {
-                return Err(io::Error::last_os_error());
-            }
-            Ok(socket)
-        }
-
-        fn setsockopt<T>(&self, name: libc::c_int, value: &T) -> io::Result<()> {
-            // SAFETY: `value` points to a live T and its exact size is passed.
-            let rc = unsafe {
-                libc::setsockopt(
-                    self.fd.as_raw_fd(),
-                    libc::SOL_XDP,
-                    name,
-                    (value as *const T).cast(),
-                    size_of::<T>() as libc::socklen_t,
-                )
-            };
-            if rc != 0 {
-                return Err(io::Error::last_os_error());
-            }
-            Ok(())
-        }
-    }
-
-    impl AsFd for Socket {
-        fn as_fd(&self) -> BorrowedFd<'_> {
-            self.fd.as_fd()
-        }
-    }
-
-    impl Drop for Socket {
-        fn drop(&mut self) {
-            // SAFETY: `umem` is our mapping of exactly this length; the kernel keeps its own
-            // pages pinned until the socket (closed after this, as a field) releases them.
-            unsafe { libc::munmap(self.umem, FRAMES * FRAME_SIZE) };
-        }
-    }
-
-    /// Moves the calling thread into a new, empty network namespace (its own loopback).
-    pub fn enter_private_netns() -> io::Result<()> {
-        // SAFETY: unshare(2) affects only the calling thread's namespaces.
-        if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
-    }
-
-    pub fn loopback_ifindex() -> io::Result<u32> {
-        // SAFETY: NUL-terminated constant string.
-        let index = unsafe { libc::if_nametoindex(c"lo".as_ptr()) };
-        if index == 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(index)
-    }
+    Ok(())
 }
 
 #[test]
@@ -873,9 +756,14 @@ fn registered_socket_gets_a_real_redirect() {
     // A dedicated thread, so that only it enters the private namespace; the namespace and the
     // socket go away when it ends.
     std::thread::spawn(|| {
-        xsk::enter_private_netns().expect("unshare(CLONE_NEWNET)");
-        let lo = xsk::loopback_ifindex().expect("loopback ifindex");
-        let socket = xsk::Socket::bind(lo, 0).expect("AF_XDP socket bound to lo queue 0");
+        enter_private_netns().expect("unshare(CLONE_NEWNET)");
+        let lo = quixd::datapath::xdp::attach::ifindex("lo").expect("loopback ifindex");
+        let sizes = XskSizes {
+            frames: 64,
+            ring: 32,
+        };
+        let socket =
+            Xsk::open("lo", 0, sizes, CopyMode::Copy).expect("AF_XDP socket bound to lo queue 0");
         let mut program = setup().expect("setup");
 
         let frame = udp4_frame(SERVER_V4, OUR_PORT);
