@@ -60,6 +60,8 @@ pub struct SocketDatapath {
     /// Another thread's wake-up descriptor, watched by `wait` ([`Datapath::wake_on`]).
     #[cfg(unix)]
     wake: Option<std::os::fd::RawFd>,
+    #[cfg(unix)]
+    poll: super::wait::PollSet,
 }
 
 impl SocketDatapath {
@@ -85,6 +87,8 @@ impl SocketDatapath {
             counters: SocketCounters::default(),
             #[cfg(unix)]
             wake: None,
+            #[cfg(unix)]
+            poll: Default::default(),
         })
     }
 
@@ -259,19 +263,20 @@ impl SocketDatapath {
     /// readable (see [`super::wait::Readable`]).
     #[cfg(unix)]
     pub fn wait_on(
-        &self,
+        &mut self,
         extra: impl Iterator<Item = std::os::fd::RawFd>,
         timeout: Option<Duration>,
         tx_pending: bool,
     ) -> io::Result<super::wait::Readable> {
         use std::os::fd::AsRawFd;
         let own = self.endpoints.iter().map(|e| e.socket.as_raw_fd());
-        super::wait::wait_fds(extra.chain(own), self.wake, timeout, tx_pending)
+        self.poll
+            .wait(extra.chain(own), self.wake, timeout, tx_pending)
     }
 
     #[cfg(not(unix))]
     pub fn wait_on(
-        &self,
+        &mut self,
         _extra: impl Iterator<Item = ()>,
         timeout: Option<Duration>,
         _tx_pending: bool,

@@ -518,7 +518,7 @@ impl Datapath for XdpDatapath {
         let fds = self.xsks.iter().map(|x| x.as_fd().as_raw_fd());
         let readable = self.guard.wait_on(fds, timeout, tx_pending || backlog)?;
         // The guard sockets come after the AF_XDP sockets.
-        if readable >> self.xsks.len().min(63) != 0 {
+        if readable.any_from(self.xsks.len()) {
             self.guard_ready = true;
         }
         Ok(())
@@ -535,7 +535,8 @@ impl Datapath for XdpDatapath {
     }
 
     fn poll_turn(&mut self, readable: u64) -> io::Result<bool> {
-        if readable >> self.xsks.len().min(63) != 0 {
+        // Past 64 descriptors the mask cannot say: look at the guard sockets every turn.
+        if self.xsks.len() >= 63 || readable >> self.xsks.len() != 0 {
             self.guard_ready = true;
         }
         // Frames queued but not yet on the TX ring (it was full): a caller that never waits
