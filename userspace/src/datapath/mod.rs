@@ -170,6 +170,13 @@ pub trait Datapath {
         false
     }
 
+    /// Asks `recv` to hand over at most about `max` payloads per call, for a caller with that
+    /// many buffers (quinn's socket API); what it took beyond would have to wait in a copy.
+    /// Backends without a batch of their own ignore it.
+    fn rx_batch_hint(&mut self, max: usize) {
+        let _ = max;
+    }
+
     /// The backend's counters, for logs and metrics.
     fn counters(&self) -> Vec<(&'static str, u64)>;
 

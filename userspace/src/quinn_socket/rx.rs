@@ -34,6 +34,11 @@ impl<'a, 'b> Out<'a, 'b> {
         Self { bufs, meta, n: 0 }
     }
 
+    /// How many datagrams fit: quinn's buffer count.
+    pub fn capacity(&self) -> usize {
+        self.bufs.len().min(self.meta.len())
+    }
+
     pub fn is_full(&self) -> bool {
         self.n >= self.bufs.len().min(self.meta.len())
     }

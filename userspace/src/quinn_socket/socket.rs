@@ -108,6 +108,8 @@ struct State {
     tx_counters: TxCounters,
     /// The endpoint driver's waker, for a receive that `try_send` found (see `poll_turn`).
     recv_waker: Option<Waker>,
+    /// The receive batch size last asked of the backend (quinn's buffer count).
+    rx_hint: usize,
 }
 
 /// The shared part: everything behind the `Arc` that quinn and the pollers hold.
@@ -200,6 +202,7 @@ impl QuixdSocket {
                 rx: RxCounters::default(),
                 tx_counters: TxCounters::default(),
                 recv_waker: None,
+                rx_hint: 0,
             }),
             caps,
             gro_segments: gro_segments.max(1),
@@ -333,6 +336,11 @@ impl AsyncUdpSocket for QuixdSocket {
         let mut out = Out::new(bufs, meta);
         let mut guard = inner.lock();
         let state = &mut *guard;
+        if state.rx_hint != out.capacity() {
+            // As many payloads per receive as quinn lends buffers: none waits in the stash.
+            state.rx_hint = out.capacity();
+            state.datapath.rx_batch_hint(state.rx_hint);
+        }
         state.stash.drain_into(&mut out, &mut state.rx);
         if out.n > 0 {
             return Poll::Ready(Ok(out.n));

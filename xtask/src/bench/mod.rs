@@ -52,8 +52,8 @@ pub struct BenchArgs {
     /// latency-50, latency-90 (need small).
     #[arg(long = "scenario")]
     scenarios: Vec<String>,
-    /// Only these servers (repeatable): quinn, socket, io_uring, xdp-skb, xdp-driver,
-    /// xdp-driver-afxdp-tx, floor, bare-afxdp.
+    /// Only these servers (repeatable): quinn, quinn-over-io_uring, quinn-over-xdp, socket,
+    /// io_uring, xdp-skb, xdp-driver, xdp-driver-afxdp-tx, floor, bare-afxdp.
     #[arg(long = "server")]
     servers: Vec<String>,
     /// Measured window per run, ms (default 5000, or 2000 with --quick).
@@ -259,6 +259,10 @@ fn fmt_rate(rate: f64, unit: &str) -> String {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Server {
     Quinn,
+    /// Stock quinn with quixd's AF_XDP datapath as its socket (`quixd::quinn_socket`).
+    QuinnXdp,
+    /// Stock quinn with quixd's io_uring datapath as its socket.
+    QuinnIoUring,
     Socket,
     IoUring,
     XdpSkb,
@@ -269,8 +273,10 @@ pub enum Server {
 }
 
 impl Server {
-    pub const ALL: [Server; 8] = [
+    pub const ALL: [Server; 10] = [
         Server::Quinn,
+        Server::QuinnIoUring,
+        Server::QuinnXdp,
         Server::Socket,
         Server::IoUring,
         Server::XdpSkb,
@@ -285,7 +291,7 @@ impl Server {
     pub fn serves(self, scenario: &Scenario) -> bool {
         let raw = scenario.pattern == Pattern::RawEcho;
         match self {
-            Server::Quinn => !raw,
+            Server::Quinn | Server::QuinnXdp | Server::QuinnIoUring => !raw,
             // The floor's client runs in its process: only our generator.
             Server::Floor => !raw && scenario.generator == default_generator(),
             Server::BareXdp => raw,
@@ -296,6 +302,8 @@ impl Server {
     pub fn name(self) -> &'static str {
         match self {
             Server::Quinn => "quinn",
+            Server::QuinnXdp => "quinn-over-xdp",
+            Server::QuinnIoUring => "quinn-over-io_uring",
             Server::Socket => "socket",
             Server::IoUring => "io_uring",
             Server::XdpSkb => "xdp-skb",
@@ -309,6 +317,8 @@ impl Server {
     pub fn describe(self) -> &'static str {
         match self {
             Server::Quinn => "stock quinn 0.11 (tokio, quinn-udp), same cert/cipher/transport",
+            Server::QuinnXdp => "the same stock quinn server with quixd's XDP datapath as its socket (quixd::quinn_socket: attach = \"driver\", transmit = \"auto\", as xdp-driver)",
+            Server::QuinnIoUring => "the same stock quinn server with quixd's io_uring datapath as its socket (quixd::quinn_socket)",
             Server::Socket => "quixd, backend = \"socket\" (quinn-udp: GSO, GRO)",
             Server::IoUring => "quixd, backend = \"io_uring\"",
             Server::XdpSkb => "quixd, backend = \"xdp\", attach = \"skb\" (generic XDP), AF_XDP copy mode, transmit = \"auto\" (kernel GSO in copy mode)",
@@ -323,9 +333,9 @@ impl Server {
     fn backend(self) -> Option<(&'static str, Option<(&'static str, &'static str)>)> {
         match self {
             Server::Socket => Some(("socket", None)),
-            Server::IoUring => Some(("io_uring", None)),
+            Server::IoUring | Server::QuinnIoUring => Some(("io_uring", None)),
             Server::XdpSkb => Some(("xdp", Some(("skb", "auto")))),
-            Server::XdpDriver => Some(("xdp", Some(("driver", "auto")))),
+            Server::XdpDriver | Server::QuinnXdp => Some(("xdp", Some(("driver", "auto")))),
             Server::XdpDriverAfXdp => Some(("xdp", Some(("driver", "af_xdp")))),
             Server::Quinn | Server::Floor | Server::BareXdp => None,
         }
@@ -779,7 +789,7 @@ impl Ctx<'_> {
                     .args(["--port", "4433"]);
                 c
             }
-            Server::Quinn => {
+            Server::Quinn | Server::QuinnXdp | Server::QuinnIoUring => {
                 let mut c = net::Net::command(&self.net.server_ns, &self.xtask.to_string_lossy());
                 c.args(["bench", "quinn-server"]).arg(config);
                 c

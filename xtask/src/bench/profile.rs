@@ -254,7 +254,9 @@ fn categorize(server: Server, comm: &str, dso: &str, kernel: bool, sym: &str) ->
     ];
     // The perf protocol's server side in each server.
     let app = match server {
-        Server::Quinn => ["bench::quinn_server"].as_slice(),
+        Server::Quinn | Server::QuinnXdp | Server::QuinnIoUring => {
+            ["bench::quinn_server"].as_slice()
+        }
         Server::Floor => ["floor::read_stream", "floor::write_stream"].as_slice(),
         Server::BareXdp => [].as_slice(),
         _ => ["quixd::app::"].as_slice(),

@@ -1,5 +1,7 @@
 //! Stock quinn: a perf-protocol server on the `quinn` crate (tokio, quinn-udp), with quixd's
-//! certificate, TLS code and transport settings, read from the same config file.
+//! certificate, TLS code and transport settings, read from the same config file. With
+//! `server.backend` other than `socket`, the same server runs on quixd's datapath for that
+//! backend (`quixd::quinn_socket`) instead of quinn-udp: what switching the socket alone buys.
 //!
 //! One current-thread tokio runtime: the process is pinned to one CPU anyway. It serves until
 //! killed (SIGTERM's default action).
@@ -26,6 +28,9 @@ pub fn run(config_path: &Path) -> Result<()> {
     let server = quic::server_config(&config, true)?;
     let endpoint_config = quic::endpoint_config(&config)?;
     let retry = config.transport.retry;
+    if config.server.backend != quixd::config::Backend::Socket {
+        return run_on_quixd(&config, server, endpoint_config, retry);
+    }
     let socket = UdpSocket::bind(addr).with_context(|| format!("binding {addr}"))?;
     for opt in [libc::SO_RCVBUF, libc::SO_SNDBUF] {
         // SAFETY: a valid socket fd and a c_int option value.
@@ -50,6 +55,41 @@ pub fn run(config_path: &Path) -> Result<()> {
             Arc::new(quinn::TokioRuntime),
         )?;
         eprintln!("listening addr={addr} (stock quinn)");
+        while let Some(incoming) = endpoint.accept().await {
+            tokio::spawn(async move {
+                let _ = connection(incoming, retry).await;
+            });
+        }
+        Ok(())
+    })
+}
+
+/// The same server on `quixd::quinn_socket` over the configured backend.
+fn run_on_quixd(
+    config: &Config,
+    server: quinn::ServerConfig,
+    mut endpoint_config: quinn::EndpointConfig,
+    retry: bool,
+) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let socket = quixd::quinn_socket::QuixdSocketBuilder::from_config(config)
+            .open()
+            .context("opening quixd's datapath as quinn's socket")?;
+        endpoint_config.max_udp_payload_size(socket.max_udp_payload_size())?;
+        let backend = socket.backend();
+        let endpoint = quinn::Endpoint::new_with_abstract_socket(
+            endpoint_config,
+            Some(server),
+            Arc::new(socket),
+            Arc::new(quinn::TokioRuntime),
+        )?;
+        eprintln!(
+            "listening addr={} (stock quinn over quixd's {backend} datapath)",
+            config.server.listen[0]
+        );
         while let Some(incoming) = endpoint.accept().await {
             tokio::spawn(async move {
                 let _ = connection(incoming, retry).await;

@@ -359,6 +359,11 @@ impl Datapath for XdpDatapath {
         }
     }
 
+    fn rx_batch_hint(&mut self, max: usize) {
+        // Each socket gives at most this many frames per call.
+        self.rx_slab = FrameBatch::with_capacity(max.clamp(1, RX_BATCH));
+    }
+
     fn recv(&mut self, rx: &mut dyn FnMut(&RxMeta, &[u8])) -> io::Result<usize> {
         self.neighbors.refresh();
         let mut handed = 0;
