@@ -19,7 +19,7 @@ e2e_tests!(
 
 /// `GET path` from inside namespace `ns` (the endpoint listens on the daemon's loopback);
 /// returns the status line and the body.
-fn http_get(ns: Option<&str>, addr: SocketAddr, path: &str) -> (String, String) {
+pub(crate) fn http_get(ns: Option<&str>, addr: SocketAddr, path: &str) -> (String, String) {
     let ns = ns.map(str::to_owned);
     let path = path.to_owned();
     std::thread::spawn(move || {
@@ -95,14 +95,10 @@ fn check_levels(t: Backend, body: &str) {
     }
 }
 
-async fn metrics_move_with_traffic(t: Backend) {
-    let fx = Fixture::new(t);
-    let data = random_bytes(3_000_000, run_seed());
-    fx.put("f.bin", &data);
-    let mut d = fx.start(&fx.config().metrics("127.0.0.1:0")).await;
-    let addr = d.addr();
+/// Where the daemon serves its metrics (its `metrics served on` line).
+pub(crate) async fn metrics_addr(d: &Daemon) -> SocketAddr {
     let started = Instant::now();
-    let metrics: SocketAddr = loop {
+    loop {
         let found = d
             .output()
             .lines()
@@ -116,14 +112,23 @@ async fn metrics_move_with_traffic(t: Backend) {
                     .ok()
             });
         if let Some(a) = found {
-            break a;
+            return a;
         }
         assert!(
             started.elapsed() < Duration::from_secs(10),
             "no `metrics served on` line"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    }
+}
+
+async fn metrics_move_with_traffic(t: Backend) {
+    let fx = Fixture::new(t);
+    let data = random_bytes(3_000_000, run_seed());
+    fx.put("f.bin", &data);
+    let mut d = fx.start(&fx.config().metrics("127.0.0.1:0")).await;
+    let addr = d.addr();
+    let metrics = metrics_addr(&d).await;
     let ns = fx.server_ns().map(str::to_owned);
     let (status, before) = http_get(ns.as_deref(), metrics, "/metrics");
     assert!(status.contains("200"), "{status}\n{before}");

@@ -25,6 +25,7 @@ e2e_tests!(
         a_rebinding_client_stays_on_its_worker,
         a_rebinding_client_is_handed_over_without_steering,
         encrypted_ids_keep_a_rebinding_client_through_the_handoff,
+        reuseport_steering_counters_are_scraped,
     }
 );
 
@@ -270,4 +271,54 @@ async fn encrypted_ids_keep_a_rebinding_client_through_the_handoff(t: Backend) {
         "{REBINDS} rebinds and nothing handed over:\n{log}"
     );
     assert_eq!(sent, driver_counter(&log, "handoff_received"));
+}
+
+/// The steering programs' counters on `/metrics` while the daemon runs (they are the
+/// addresses', not a worker's: no worker label).
+async fn reuseport_steering_counters_are_scraped(t: Backend) {
+    if !privileged("reuseport_steering_counters_are_scraped") {
+        return;
+    }
+    let fx = Fixture::new(t);
+    fx.put("f.bin", b"steered\n");
+    let mut d = fx
+        .start(&fx.config().workers("2").metrics("127.0.0.1:0"))
+        .await;
+    let addr = d.addr();
+    let metrics = crate::metrics::metrics_addr(&d).await;
+    let trust = fx.trust();
+    bounded(Duration::from_secs(60), async {
+        let ccfg = client_config(&trust, &[ALPN_HQ], false);
+        for c in 0..4 {
+            let ep = fx.client.endpoint(addr);
+            let conn = connect(&ep, &ccfg, addr).await;
+            assert_eq!(hq_get(&conn, "/f.bin").await, b"steered\n", "client {c}");
+            conn.close(0u32.into(), b"done");
+            ep.wait_idle().await;
+        }
+    })
+    .await;
+    let ns = fx.server_ns().map(str::to_owned);
+    let (status, body) = crate::metrics::http_get(ns.as_deref(), metrics, "/metrics");
+    assert!(status.contains("200"), "{status}");
+    assert!(
+        body.contains("# TYPE quixd_reuseport_steer_by_cid counter"),
+        "no steering counters:\n{body}"
+    );
+    let value = |name: &str| -> u64 {
+        body.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in:\n{body}"))
+    };
+    assert!(
+        value("quixd_reuseport_steer_long_header_total") > 0,
+        "handshakes are long headers, steered by hash:\n{body}"
+    );
+    assert!(
+        value("quixd_reuseport_steer_by_cid_total") > 0,
+        "1-RTT packets steered by connection ID:\n{body}"
+    );
+    d.assert_alive();
+    d.terminate().await;
 }

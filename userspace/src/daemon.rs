@@ -171,7 +171,17 @@ impl Daemon {
                     listen: m.listen,
                     source,
                 };
-                let endpoint = crate::metrics::Endpoint::bind(m.listen, &slots).map_err(error)?;
+                #[allow(unused_mut)] // only Linux adds the steering counters
+                let mut endpoint =
+                    crate::metrics::Endpoint::bind(m.listen, &slots).map_err(error)?;
+                #[cfg(target_os = "linux")]
+                if let Some(steer) = group.steer.clone() {
+                    endpoint.add_counters(
+                        "reuseport",
+                        "The SO_REUSEPORT steering programs' counters, summed over addresses",
+                        Box::new(move || steering_totals(&steer)),
+                    );
+                }
                 let addr = endpoint.local_addr().map_err(error)?;
                 endpoint.spawn().map_err(error)?;
                 tracing::info!(addr = %addr, "metrics served on GET /metrics");
@@ -346,15 +356,7 @@ impl Daemon {
         }
         #[cfg(target_os = "linux")]
         if let Some(steer) = &group.steer {
-            let all = steer.lock().unwrap_or_else(|e| e.into_inner());
-            for steering in all.iter() {
-                for (name, value) in steering.counters().unwrap_or_default() {
-                    match datapath.iter_mut().find(|(n, _)| *n == name) {
-                        Some((_, total)) => *total += value,
-                        None => datapath.push((name, value)),
-                    }
-                }
-            }
+            datapath.extend(steering_totals(steer));
         }
         if workers > 1 {
             tracing::info!(driver = ?driver, workers, "stopped (totals over workers)");
@@ -481,6 +483,22 @@ impl Worker {
             datapath: counters,
         })
     }
+}
+
+/// The steering programs' counters, summed over the addresses they serve.
+#[cfg(target_os = "linux")]
+fn steering_totals(steer: &Mutex<Vec<ReuseportSteering>>) -> Vec<(&'static str, u64)> {
+    let mut totals: Vec<(&'static str, u64)> = Vec::new();
+    let all = steer.lock().unwrap_or_else(|e| e.into_inner());
+    for steering in all.iter() {
+        for (name, value) in steering.counters().unwrap_or_default() {
+            match totals.iter_mut().find(|(n, _)| *n == name) {
+                Some((_, total)) => *total += value,
+                None => totals.push((name, value)),
+            }
+        }
+    }
+    totals
 }
 
 /// Whether the kernel delivers every datagram to the worker owning its connection: the

@@ -247,6 +247,36 @@ impl Collector for Workers {
     }
 }
 
+/// Counters read at scrape time from something no worker owns (the steering programs).
+type Source = Box<dyn Fn() -> Vec<(&'static str, u64)> + Send + Sync>;
+
+struct Shared {
+    /// Metric name prefix after `quixd_`.
+    prefix: &'static str,
+    help: &'static str,
+    source: Source,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("prefix", &self.prefix)
+            .finish()
+    }
+}
+
+impl Collector for Shared {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        for (name, value) in (self.source)() {
+            let metric = format!("{}_{name}", self.prefix);
+            let family =
+                encoder.encode_descriptor(&metric, self.help, None, MetricType::Counter)?;
+            ConstCounter::new(value).encode(family)?;
+        }
+        Ok(())
+    }
+}
+
 /// The metrics endpoint: a listening socket and the slots it reads.
 pub struct Endpoint {
     listener: TcpListener,
@@ -263,6 +293,18 @@ impl Endpoint {
             listener,
             registry: Arc::new(registry),
         })
+    }
+
+    /// Adds counters read from `source` at each scrape, as `quixd_<prefix>_<name>`. Call
+    /// before [`Endpoint::spawn`].
+    pub fn add_counters(&mut self, prefix: &'static str, help: &'static str, source: Source) {
+        if let Some(registry) = Arc::get_mut(&mut self.registry) {
+            registry.register_collector(Box::new(Shared {
+                prefix,
+                help,
+                source,
+            }));
+        }
     }
 
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
