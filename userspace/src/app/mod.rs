@@ -209,6 +209,11 @@ impl Session {
         notice
     }
 
+    /// The application's code for closing without an error (graceful shutdown).
+    pub fn no_error(&self) -> VarInt {
+        self.app.no_error()
+    }
+
     /// A connection error the application found (close with it).
     pub fn take_close(&mut self) -> Option<(VarInt, String)> {
         self.app.take_close()

@@ -592,8 +592,12 @@ impl Driver {
                 .as_ref()
                 .is_none_or(|s| !s.has_active_streams());
             if !conn.closing && ((idle && !notice_now) || drain.expired) {
-                conn.quic
-                    .close(now, SHUTDOWN_CODE, "server shutting down".into());
+                // The application's "no error" code (HTTP/3 wants H3_NO_ERROR); 0 otherwise.
+                let code = conn
+                    .session
+                    .as_ref()
+                    .map_or(SHUTDOWN_CODE, Session::no_error);
+                conn.quic.close(now, code, "server shutting down".into());
                 conn.closing = true;
             }
         }
