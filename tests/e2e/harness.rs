@@ -326,6 +326,8 @@ pub struct ServerConfig {
     /// `[apps.hq] root`; `None` disables the hq app.
     pub hq_root: Option<PathBuf>,
     pub hq_alpn: Vec<String>,
+    /// `[apps.h3] root` (ALPN `h3`); `None` disables the h3 app.
+    pub h3_root: Option<PathBuf>,
     pub perf: bool,
     pub echo: bool,
 }
@@ -355,6 +357,12 @@ impl ServerConfig {
     pub fn transport(mut self, key: &str, raw_toml_value: &str) -> Self {
         self.transport
             .insert(key.to_string(), raw_toml_value.to_string());
+        self
+    }
+
+    /// Serves `root` over HTTP/3 as well (`[apps.h3]`).
+    pub fn h3(mut self, root: &Path) -> Self {
+        self.h3_root = Some(root.to_path_buf());
         self
     }
 
@@ -434,6 +442,11 @@ impl ServerConfig {
             writeln!(s).unwrap();
             writeln!(s, "[apps.hq]").unwrap();
             writeln!(s, "alpn = {}", toml_str_array(&self.hq_alpn)).unwrap();
+            writeln!(s, "root = {}", toml_str(&root.display().to_string())).unwrap();
+        }
+        if let Some(root) = &self.h3_root {
+            writeln!(s).unwrap();
+            writeln!(s, "[apps.h3]").unwrap();
             writeln!(s, "root = {}", toml_str(&root.display().to_string())).unwrap();
         }
         if self.perf {
@@ -588,6 +601,7 @@ impl Fixture {
             transport: BTreeMap::new(),
             hq_root: Some(self.root.clone()),
             hq_alpn: vec!["hq-interop".to_string(), "hq-29".to_string()],
+            h3_root: None,
             perf: true,
             echo: true,
         }

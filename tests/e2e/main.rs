@@ -39,6 +39,7 @@ mod config;
 mod download;
 mod errors;
 mod handshake;
+mod http3;
 mod metrics;
 mod perf;
 mod privilege;

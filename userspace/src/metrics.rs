@@ -68,7 +68,7 @@ impl WorkerSlot {
 }
 
 /// The driver's counters as metric names and help texts.
-fn driver_fields(c: &DriverCounters) -> [(&'static str, &'static str, u64); 14] {
+fn driver_fields(c: &DriverCounters) -> [(&'static str, &'static str, u64); 16] {
     [
         ("rx_datagrams", "Datagrams handed to QUIC", c.rx_datagrams),
         ("rx_bytes", "Bytes handed to QUIC", c.rx_bytes),
@@ -127,6 +127,16 @@ fn driver_fields(c: &DriverCounters) -> [(&'static str, &'static str, u64); 14] 
             "handoff_dropped",
             "Datagrams for another worker dropped on its full ring",
             c.handoff_dropped,
+        ),
+        (
+            "app_connection_errors",
+            "Connections an application closed for a protocol error",
+            c.app_connection_errors,
+        ),
+        (
+            "app_stream_errors",
+            "Streams an application refused or reset for a protocol error",
+            c.app_stream_errors,
         ),
     ]
 }

@@ -54,6 +54,12 @@ pub fn parse_request(request: &[u8]) -> Result<PathBuf, RequestError> {
     let (Some("GET"), Some(target), None) = (words.next(), words.next(), words.next()) else {
         return Err(RequestError::Malformed);
     };
+    parse_target(target)
+}
+
+/// Maps a request target (`/a/b?q`) to a path relative to the document root, refusing
+/// anything that could leave it lexically. Shared by the hq and h3 apps.
+pub(super) fn parse_target(target: &str) -> Result<PathBuf, RequestError> {
     let target = target.split(['?', '#']).next().unwrap_or_default();
     // The target is root-relative: exactly one leading '/' is stripped; what remains must be
     // relative ("//etc/passwd" is an absolute path in disguise).
@@ -77,17 +83,24 @@ pub fn parse_request(request: &[u8]) -> Result<PathBuf, RequestError> {
     Ok(path)
 }
 
-/// Opens `relative` under `root` (canonical), refusing symlinks that lead outside it.
-/// Returns the file and its length.
+/// Opens `relative` under `root` (canonical), refusing symlinks that lead outside it; a
+/// directory serves its `index.html`. Returns the file and its length.
 fn open_under(root: &Path, relative: &Path) -> Result<(File, u64), VarInt> {
-    let full = root.join(relative);
-    let canonical = match full.canonicalize() {
-        Ok(p) => p,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(NOT_FOUND),
-        Err(_) => return Err(FORBIDDEN),
+    open_file(root, relative).map(|(file, meta)| (file, meta.len()))
+}
+
+/// [`open_under`] with the file's metadata (h3 needs its modification time).
+pub(super) fn open_file(root: &Path, relative: &Path) -> Result<(File, std::fs::Metadata), VarInt> {
+    let canonicalize = |full: PathBuf| match full.canonicalize() {
+        Ok(p) if p.starts_with(root) => Ok(p),
+        Ok(_) => Err(FORBIDDEN),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(NOT_FOUND),
+        Err(_) => Err(FORBIDDEN),
     };
-    if !canonical.starts_with(root) {
-        return Err(FORBIDDEN);
+    let mut canonical = canonicalize(root.join(relative))?;
+    if canonical.is_dir() {
+        // Checked again: index.html itself may be a symlink out of the root.
+        canonical = canonicalize(canonical.join("index.html"))?;
     }
     // Non-blocking: opening a FIFO (or some device) for reading blocks until a writer comes,
     // which would stall every connection on this thread. It is refused below anyway.
@@ -103,7 +116,7 @@ fn open_under(root: &Path, relative: &Path) -> Result<(File, u64), VarInt> {
         _ => FORBIDDEN,
     })?;
     match file.metadata() {
-        Ok(m) if m.is_file() => Ok((file, m.len())),
+        Ok(m) if m.is_file() => Ok((file, m)),
         Ok(_) => Err(NOT_FOUND),
         Err(_) => Err(INTERNAL_ERROR),
     }

@@ -1,8 +1,10 @@
 //! Applications, chosen per connection by the negotiated ALPN.
 //!
-//! Each application is a per-stream [`Handler`]: bytes in, chunks out. [`Session`] does the
-//! quinn-proto stream bookkeeping for all of them: accepting streams, reading with
-//! backpressure, writing chunks until flow control blocks, finishing, resets and stops.
+//! Each application is a per-stream [`Handler`]: bytes in, chunks out. A per-connection
+//! [`ConnApp`] picks the handler for each stream the peer opens and may open unidirectional
+//! streams of its own (HTTP/3's control stream). [`Session`] does the quinn-proto stream
+//! bookkeeping for all of them: accepting streams, reading with backpressure, writing chunks
+//! until flow control blocks, finishing, resets and stops.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -14,6 +16,7 @@ use quinn_proto::{Connection, Dir, ReadError, StreamEvent, StreamId, VarInt, Wri
 use crate::config;
 
 mod echo;
+mod h3;
 mod hq;
 mod perf;
 
@@ -31,7 +34,9 @@ pub enum Output {
     Reset(VarInt),
 }
 
-/// One application's logic for one bidirectional stream.
+/// One application's logic for one stream. On a stream the peer opened for sending only,
+/// `next_output` is asked only for [`Output::Reset`] (stop reading with that code); on one we
+/// opened for sending only, no input ever comes.
 pub trait Handler {
     /// Whether to read more input now; `false` applies backpressure to the peer.
     fn wants_input(&self) -> bool {
@@ -41,14 +46,63 @@ pub trait Handler {
     fn on_data(&mut self, data: Bytes);
     /// The peer finished its side of the stream.
     fn on_fin(&mut self);
+    /// The peer abandoned its side of the stream with `code`.
+    fn on_reset(&mut self, _code: VarInt) {}
     /// The next output.
     fn next_output(&mut self) -> Output;
+}
+
+/// One application's logic for one connection.
+pub trait ConnApp {
+    /// A handler for a stream the peer opened, or the code to refuse the stream with.
+    fn accept(&mut self, id: StreamId) -> Result<Box<dyn Handler>, VarInt>;
+    /// A handler for a unidirectional stream to open now; asked until `None`.
+    fn open_uni(&mut self) -> Option<Box<dyn Handler>> {
+        None
+    }
+    /// A graceful shutdown began. Returns whether the application queued a notice (such as
+    /// HTTP/3's GOAWAY) that the peer should get before the connection closes.
+    fn begin_shutdown(&mut self) -> bool {
+        false
+    }
+    /// A connection error the application found: close with this code and reason.
+    fn take_close(&mut self) -> Option<(VarInt, String)> {
+        None
+    }
+    /// Streams refused or reset for a protocol error since the last call (for counters).
+    fn take_stream_errors(&mut self) -> u64 {
+        0
+    }
+    /// The code for STOP_SENDING when we need no more of a stream (not an error).
+    fn no_error(&self) -> VarInt {
+        VarInt::from_u32(0)
+    }
+}
+
+/// Apps whose streams are independent: a handler per bidirectional stream, no unidirectional
+/// streams.
+struct PerStream(AppKind);
+
+impl ConnApp for PerStream {
+    fn accept(&mut self, id: StreamId) -> Result<Box<dyn Handler>, VarInt> {
+        if id.dir() == Dir::Uni {
+            return Err(STREAM_REFUSED);
+        }
+        Ok(match &self.0 {
+            AppKind::Hq(root) => Box::new(hq::HqStream::new(root.clone())),
+            AppKind::Perf => Box::new(perf::PerfStream::default()),
+            AppKind::Echo => Box::new(echo::EchoStream::default()),
+            // Served by `h3::H3App`, never through here.
+            AppKind::H3(_) => return Err(STREAM_REFUSED),
+        })
+    }
 }
 
 /// Which application an ALPN selects.
 #[derive(Clone, Debug)]
 enum AppKind {
     Hq(Arc<PathBuf>),
+    H3(Arc<h3::H3Config>),
     Perf,
     Echo,
 }
@@ -69,6 +123,15 @@ impl Apps {
                 by_alpn.push((alpn.as_bytes().to_vec(), AppKind::Hq(root.clone())));
             }
         }
+        if let Some(app) = &apps.h3 {
+            let config = Arc::new(h3::H3Config {
+                root: app.root.canonicalize()?,
+                max_field_section_size: app.max_field_section_size,
+            });
+            for alpn in &app.alpn {
+                by_alpn.push((alpn.as_bytes().to_vec(), AppKind::H3(config.clone())));
+            }
+        }
         for (list, kind) in [(&apps.perf, AppKind::Perf), (&apps.echo, AppKind::Echo)] {
             for alpn in list.iter().flat_map(|a| &a.alpn) {
                 by_alpn.push((alpn.as_bytes().to_vec(), kind.clone()));
@@ -85,9 +148,15 @@ impl Apps {
     /// A session for a connection that negotiated `alpn`.
     pub fn session(&self, alpn: &[u8]) -> Option<Session> {
         let (_, kind) = self.by_alpn.iter().find(|(a, _)| a == alpn)?;
+        let app: Box<dyn ConnApp> = match kind {
+            AppKind::H3(config) => Box::new(h3::H3App::new(config.clone())),
+            other => Box::new(PerStream(other.clone())),
+        };
         Some(Session {
-            kind: kind.clone(),
+            app,
             streams: HashMap::new(),
+            bidi: 0,
+            pending_uni: None,
         })
     }
 }
@@ -96,48 +165,113 @@ struct StreamState {
     handler: Box<dyn Handler>,
     /// Output taken from the handler that flow control has not accepted yet.
     pending: Option<Bytes>,
+    /// Whether we send on this stream (false: the peer's unidirectional stream).
+    has_send: bool,
     recv_done: bool,
     send_done: bool,
 }
 
 /// Application state of one connection.
 pub struct Session {
-    kind: AppKind,
+    app: Box<dyn ConnApp>,
     streams: HashMap<StreamId, StreamState>,
+    /// Bidirectional streams (requests) among `streams`.
+    bidi: usize,
+    /// A stream the app wants to open that the peer's stream limit holds back.
+    pending_uni: Option<Box<dyn Handler>>,
 }
 
 /// The code we use to refuse streams an application does not serve (e.g. unidirectional).
 const STREAM_REFUSED: VarInt = VarInt::from_u32(0x0101);
 
 impl Session {
-    /// Whether any stream still has work or unacknowledged output.
+    /// Whether any request (bidirectional) stream still has work or unacknowledged output.
+    /// Unidirectional streams are connection plumbing (HTTP/3 control streams never end), so
+    /// they do not keep a draining connection open.
     pub fn has_active_streams(&self) -> bool {
-        !self.streams.is_empty()
+        self.bidi > 0
     }
 
     pub fn active_streams(&self) -> usize {
-        self.streams.len()
+        self.bidi
     }
 
-    fn new_handler(&self) -> Box<dyn Handler> {
-        match &self.kind {
-            AppKind::Hq(root) => Box::new(hq::HqStream::new(root.clone())),
-            AppKind::Perf => Box::new(perf::PerfStream::default()),
-            AppKind::Echo => Box::new(echo::EchoStream::default()),
+    /// A graceful shutdown began: lets the application send its notice. Returns whether it
+    /// did (then the connection should close on a later pass, once that went out).
+    pub fn begin_shutdown(&mut self, conn: &mut Connection) -> bool {
+        let notice = self.app.begin_shutdown();
+        if notice {
+            let ids: Vec<StreamId> = self.streams.keys().copied().collect();
+            for id in ids {
+                self.pump(conn, id);
+            }
         }
+        notice
     }
 
-    /// Accepts every stream the peer has opened. Call after the session starts and on
-    /// `StreamEvent::Opened`.
+    /// The application's code for closing without an error (graceful shutdown).
+    pub fn no_error(&self) -> VarInt {
+        self.app.no_error()
+    }
+
+    /// A connection error the application found (close with it).
+    pub fn take_close(&mut self) -> Option<(VarInt, String)> {
+        self.app.take_close()
+    }
+
+    /// Streams refused or reset for protocol errors since the last call.
+    pub fn take_stream_errors(&mut self) -> u64 {
+        self.app.take_stream_errors()
+    }
+
+    /// Accepts every stream the peer has opened and opens the application's own. Call after
+    /// the session starts and on `StreamEvent::Opened`.
     pub fn accept_streams(&mut self, conn: &mut Connection) {
-        while let Some(id) = conn.streams().accept(Dir::Uni) {
-            let _ = conn.recv_stream(id).stop(STREAM_REFUSED);
+        self.open_streams(conn);
+        for dir in [Dir::Uni, Dir::Bi] {
+            while let Some(id) = conn.streams().accept(dir) {
+                match self.app.accept(id) {
+                    Ok(handler) => {
+                        let bidi = dir == Dir::Bi;
+                        let state = StreamState {
+                            handler,
+                            pending: None,
+                            has_send: bidi,
+                            recv_done: false,
+                            // Nothing to send on the peer's unidirectional stream.
+                            send_done: !bidi,
+                        };
+                        self.bidi += usize::from(bidi);
+                        self.streams.insert(id, state);
+                        self.pump(conn, id);
+                    }
+                    Err(code) => {
+                        if dir == Dir::Bi {
+                            let _ = conn.send_stream(id).reset(code);
+                        }
+                        let _ = conn.recv_stream(id).stop(code);
+                    }
+                }
+            }
         }
-        while let Some(id) = conn.streams().accept(Dir::Bi) {
+    }
+
+    /// Opens the unidirectional streams the application asks for, while the peer allows.
+    fn open_streams(&mut self, conn: &mut Connection) {
+        loop {
+            let Some(handler) = self.pending_uni.take().or_else(|| self.app.open_uni()) else {
+                return;
+            };
+            let Some(id) = conn.streams().open(Dir::Uni) else {
+                // Retried on `StreamEvent::Available`.
+                self.pending_uni = Some(handler);
+                return;
+            };
             let state = StreamState {
-                handler: self.new_handler(),
+                handler,
                 pending: None,
-                recv_done: false,
+                has_send: true,
+                recv_done: true,
                 send_done: false,
             };
             self.streams.insert(id, state);
@@ -165,9 +299,16 @@ impl Session {
                         s.recv_done = true;
                     }
                 }
-                self.streams.remove(&id);
+                self.remove(id);
             }
+            StreamEvent::Available { dir: Dir::Uni } => self.open_streams(conn),
             StreamEvent::Available { .. } => {}
+        }
+    }
+
+    fn remove(&mut self, id: StreamId) {
+        if let Some(s) = self.streams.remove(&id) {
+            self.bidi -= usize::from(s.has_send && id.dir() == Dir::Bi);
         }
     }
 
@@ -179,6 +320,9 @@ impl Session {
         // Output first: a handler that was holding back input may want more once it drains.
         loop {
             let progressed = write_output(conn, id, s) | read_input(conn, id, s);
+            if !s.has_send {
+                stop_if_asked(conn, id, s);
+            }
             if !progressed {
                 break;
             }
@@ -190,13 +334,26 @@ impl Session {
         let Some(s) = self.streams.get(&id) else {
             return;
         };
-        if s.send_done {
+        // A stream only we receive on ends with its input; the others when output is done.
+        let done = if s.has_send { s.send_done } else { s.recv_done };
+        if done {
             if !s.recv_done {
                 // We are done talking; don't make the peer keep sending.
-                let _ = conn.recv_stream(id).stop(VarInt::from_u32(0));
+                let _ = conn.recv_stream(id).stop(self.app.no_error());
             }
-            self.streams.remove(&id);
+            self.remove(id);
         }
+    }
+}
+
+/// On a stream only the peer sends on, a handler's `Output::Reset` means "stop reading".
+fn stop_if_asked(conn: &mut Connection, id: StreamId, s: &mut StreamState) {
+    if s.recv_done {
+        return;
+    }
+    if let Output::Reset(code) = s.handler.next_output() {
+        let _ = conn.recv_stream(id).stop(code);
+        s.recv_done = true;
     }
 }
 
@@ -238,9 +395,12 @@ fn read_input(conn: &mut Connection, id: StreamId, s: &mut StreamState) -> bool 
     let _ = chunks.finalize();
     if let Some(code) = reset {
         // The peer abandoned its request: abandon our answer too.
+        s.handler.on_reset(code);
         s.recv_done = true;
         s.send_done = true;
-        let _ = conn.send_stream(id).reset(code);
+        if s.has_send {
+            let _ = conn.send_stream(id).reset(code);
+        }
         return true;
     }
     progressed

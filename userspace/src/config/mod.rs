@@ -351,6 +351,7 @@ impl<'de> Deserialize<'de> for ServerId {
 #[serde(deny_unknown_fields)]
 pub struct Apps {
     pub hq: Option<HqApp>,
+    pub h3: Option<H3App>,
     pub perf: Option<AlpnOnly>,
     pub echo: Option<AlpnOnly>,
 }
@@ -361,6 +362,19 @@ pub struct HqApp {
     #[serde(default = "defaults::hq_alpn")]
     pub alpn: Vec<String>,
     pub root: PathBuf,
+}
+
+/// `[apps.h3]`: HTTP/3 static files, with the hq app's path rules.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct H3App {
+    #[serde(default = "defaults::h3_alpn")]
+    pub alpn: Vec<String>,
+    pub root: PathBuf,
+    /// Largest request header section accepted (RFC 9114 4.2.2 size: name + value + 32 per
+    /// field), advertised as SETTINGS_MAX_FIELD_SECTION_SIZE; larger ones get a 431.
+    #[serde(default = "defaults::h3_max_field_section_size")]
+    pub max_field_section_size: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -386,6 +400,12 @@ mod defaults {
     }
     pub fn hq_alpn() -> Vec<String> {
         vec!["hq-interop".into(), "hq-29".into()]
+    }
+    pub fn h3_alpn() -> Vec<String> {
+        vec!["h3".into()]
+    }
+    pub fn h3_max_field_section_size() -> u64 {
+        16 * 1024
     }
 }
 
@@ -420,6 +440,9 @@ impl Config {
         self.tls.key.as_mut().map(resolve);
         if let Some(hq) = &mut self.apps.hq {
             resolve(&mut hq.root);
+        }
+        if let Some(h3) = &mut self.apps.h3 {
+            resolve(&mut h3.root);
         }
     }
 
@@ -492,15 +515,17 @@ impl Config {
         if t.max_connections == 0 {
             return fail("transport.max_connections", "must be at least 1".into());
         }
-        let apps: [(&str, Option<&Vec<String>>); 3] = [
+        let apps: [(&str, Option<&Vec<String>>); 4] = [
             ("apps.hq.alpn", self.apps.hq.as_ref().map(|a| &a.alpn)),
+            ("apps.h3.alpn", self.apps.h3.as_ref().map(|a| &a.alpn)),
             ("apps.perf.alpn", self.apps.perf.as_ref().map(|a| &a.alpn)),
             ("apps.echo.alpn", self.apps.echo.as_ref().map(|a| &a.alpn)),
         ];
         if apps.iter().all(|(_, a)| a.is_none()) {
             return fail(
                 "apps",
-                "no application is enabled: add [apps.hq], [apps.perf] or [apps.echo]".into(),
+                "no application is enabled: add [apps.hq], [apps.h3], [apps.perf] or [apps.echo]"
+                    .into(),
             );
         }
         let mut seen: Vec<&str> = Vec::new();
@@ -565,6 +590,22 @@ impl Config {
                 return fail(
                     "apps.hq.root",
                     format!("{} is not a directory", hq.root.display()),
+                );
+            }
+        }
+        if let Some(h3) = &self.apps.h3 {
+            if !h3.root.is_dir() {
+                return fail(
+                    "apps.h3.root",
+                    format!("{} is not a directory", h3.root.display()),
+                );
+            }
+            // Below one field line's overhead nothing fits; above 1 MiB one request could pin
+            // that much memory per stream.
+            if !(64..=1 << 20).contains(&h3.max_field_section_size) {
+                return fail(
+                    "apps.h3.max_field_section_size",
+                    format!("{} is outside 64..=1048576", h3.max_field_section_size),
                 );
             }
         }

@@ -309,3 +309,31 @@ fn group_needs_a_user() {
     let src = minimal().replace("[server]\n", "[server]\nuser = \"nobody\"\n");
     assert_eq!(parse(&src).unwrap().server.user.as_deref(), Some("nobody"));
 }
+
+#[test]
+fn h3_table_defaults_and_errors() {
+    let root = std::env::temp_dir().display().to_string();
+    let src = minimal() + &format!("[apps.h3]\nroot = '{root}'\n");
+    let h3 = parse(&src).unwrap().apps.h3.unwrap();
+    assert_eq!(h3.alpn, ["h3"]);
+    assert_eq!(h3.max_field_section_size, 16 * 1024);
+    let src = minimal() + &format!("[apps.h3]\nroot = '{root}'\nmax_field_section_size = 10\n");
+    expect_error(
+        &src,
+        8,
+        "apps.h3.max_field_section_size",
+        "outside 64..=1048576",
+    );
+    let src = minimal() + "[apps.h3]\nroot = \"/does/not/exist\"\n";
+    expect_error(&src, 7, "apps.h3.root", "is not a directory");
+    let src = minimal() + &format!("[apps.h3]\nroot = '{root}'\nalpn = [\"hq-29\"]\n");
+    expect_error(&src, 8, "apps.h3.alpn", "served by two applications");
+}
+
+#[test]
+fn example_config_serves_h3() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/quixd.toml");
+    let h3 = Config::load(&path).unwrap().apps.h3.unwrap();
+    assert_eq!(h3.alpn, ["h3"]);
+    assert!(h3.root.ends_with("config/www"), "{h3:?}");
+}

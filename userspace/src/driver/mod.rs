@@ -61,6 +61,10 @@ pub struct DriverCounters {
     pub handoff_received: u64,
     /// Datagrams for another worker dropped because its ring was full.
     pub handoff_dropped: u64,
+    /// Connections an application closed for a protocol error (e.g. HTTP/3's H3_* codes).
+    pub app_connection_errors: u64,
+    /// Streams an application refused or reset for a protocol error.
+    pub app_stream_errors: u64,
 }
 
 impl DriverCounters {
@@ -81,6 +85,8 @@ impl DriverCounters {
             handoff_sent,
             handoff_received,
             handoff_dropped,
+            app_connection_errors,
+            app_stream_errors,
         } = other;
         self.rx_datagrams += rx_datagrams;
         self.rx_bytes += rx_bytes;
@@ -96,6 +102,8 @@ impl DriverCounters {
         self.handoff_sent += handoff_sent;
         self.handoff_received += handoff_received;
         self.handoff_dropped += handoff_dropped;
+        self.app_connection_errors += app_connection_errors;
+        self.app_stream_errors += app_stream_errors;
     }
 }
 
@@ -138,6 +146,8 @@ struct Conn {
     timer: Option<Instant>,
     dirty: bool,
     closing: bool,
+    /// Whether the application was told of a graceful shutdown.
+    shutdown_notified: bool,
 }
 
 /// State of a graceful shutdown.
@@ -452,6 +462,7 @@ impl Driver {
             timer: None,
             dirty: false,
             closing: false,
+            shutdown_notified: false,
         });
         self.live += 1;
         mark_dirty(&mut self.dirty, handle.0, conn);
@@ -555,14 +566,38 @@ impl Driver {
                 Event::DatagramReceived | Event::DatagramsUnblocked => {}
             }
         }
+        // A protocol error the application found closes the connection with its code.
+        if let Some(session) = &mut conn.session {
+            self.counters.app_stream_errors += session.take_stream_errors();
+            if let Some((code, reason)) = session.take_close() {
+                if !conn.closing {
+                    self.counters.app_connection_errors += 1;
+                    conn.quic.close(now, code, reason.into_bytes().into());
+                    conn.closing = true;
+                }
+            }
+        }
         if let Some(drain) = &self.drain {
+            // The application's notice (HTTP/3 GOAWAY) goes out before the close: this pass
+            // sends it, and the connection closes on a later one (the peer's ACK, a timer).
+            let mut notice_now = false;
+            if !conn.shutdown_notified {
+                conn.shutdown_notified = true;
+                if let Some(session) = &mut conn.session {
+                    notice_now = !conn.closing && session.begin_shutdown(&mut conn.quic);
+                }
+            }
             let idle = conn
                 .session
                 .as_ref()
                 .is_none_or(|s| !s.has_active_streams());
-            if !conn.closing && (idle || drain.expired) {
-                conn.quic
-                    .close(now, SHUTDOWN_CODE, "server shutting down".into());
+            if !conn.closing && ((idle && !notice_now) || drain.expired) {
+                // The application's "no error" code (HTTP/3 wants H3_NO_ERROR); 0 otherwise.
+                let code = conn
+                    .session
+                    .as_ref()
+                    .map_or(SHUTDOWN_CODE, Session::no_error);
+                conn.quic.close(now, code, "server shutting down".into());
                 conn.closing = true;
             }
         }
