@@ -1,7 +1,9 @@
 //! The stock quinn server of `userspace/examples/quinn_server.rs` on quixd's socket
 //! (`quixd::quinn_socket`), per backend, against a real quinn client: a multi-MB download and
 //! upload checked byte for byte, many concurrent connections, the backend's ledger balanced
-//! once the endpoint is dropped, and a clear error when a backend cannot start.
+//! once the endpoint is dropped, and a clear error when a backend cannot start. And the stock
+//! h3 + h3-quinn server of `userspace/examples/h3_server.rs` on the same socket against the h3
+//! client: concurrent GETs and a large response intact, a 404.
 //!
 //!     cargo test -p quixd --test quinn_socket
 //!     QUIXD_REQUIRE_PRIVILEGED=1 cargo test -p quixd --test quinn_socket xdp
@@ -15,9 +17,12 @@
 #[path = "../support/netns.rs"]
 mod netns;
 
+// The h3 example includes the quinn one (`quinn_server.rs`): one copy of each.
 #[allow(dead_code)]
-#[path = "../../userspace/examples/quinn_server.rs"]
-mod example;
+#[path = "../../userspace/examples/h3_server.rs"]
+mod h3_example;
+
+use h3_example::quinn_server as example;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -35,6 +40,15 @@ const DOWNLOAD: u64 = 8 << 20;
 const UPLOAD: usize = 2 << 20;
 const CONNECTIONS: usize = 40;
 
+/// Which example server runs.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum App {
+    /// `quinn_server.rs`: stock quinn streams.
+    Quinn,
+    /// `h3_server.rs`: stock h3 + h3-quinn.
+    H3,
+}
+
 /// A server running the example on `builder`'s socket, on its own thread (in `ns`).
 struct Server {
     addr: SocketAddr,
@@ -45,6 +59,14 @@ struct Server {
 
 impl Server {
     fn start(builder: QuixdSocketBuilder, ns: Option<String>) -> Result<Self, String> {
+        Self::start_app(App::Quinn, builder, ns)
+    }
+
+    fn start_app(
+        app: App,
+        builder: QuixdSocketBuilder,
+        ns: Option<String>,
+    ) -> Result<Self, String> {
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::spawn(move || {
@@ -65,11 +87,18 @@ impl Server {
                     }
                 };
                 let close = socket.close_watch();
-                let (config, cert) = example::server_config().expect("server config");
+                let (config, cert) = match app {
+                    App::Quinn => example::server_config(),
+                    App::H3 => h3_example::server_config(),
+                }
+                .expect("server config");
                 let endpoint = example::endpoint(socket, config).expect("endpoint");
                 let addr = endpoint.local_addr().expect("local addr");
                 let _ = ready_tx.send(Ok((addr, cert)));
-                let serving = tokio::spawn(example::serve(endpoint.clone()));
+                let serving = match app {
+                    App::Quinn => tokio::spawn(example::serve(endpoint.clone())),
+                    App::H3 => tokio::spawn(h3_example::serve(endpoint.clone())),
+                };
                 let _ = stop_rx.await;
                 endpoint.close(0u32.into(), b"done");
                 let _ = tokio::time::timeout(Duration::from_secs(5), endpoint.wait_idle()).await;
@@ -116,6 +145,10 @@ impl Drop for Server {
 }
 
 fn client_endpoint(cert: &CertificateDer<'static>, v6: bool) -> quinn::Endpoint {
+    client_endpoint_alpn(cert, v6, example::ALPN)
+}
+
+fn client_endpoint_alpn(cert: &CertificateDer<'static>, v6: bool, alpn: &[u8]) -> quinn::Endpoint {
     let mut roots = rustls::RootCertStore::empty();
     roots.add(cert.clone()).expect("trust the test cert");
     let mut tls = rustls::ClientConfig::builder_with_provider(Arc::new(
@@ -125,7 +158,7 @@ fn client_endpoint(cert: &CertificateDer<'static>, v6: bool) -> quinn::Endpoint 
     .expect("TLS 1.3")
     .with_root_certificates(roots)
     .with_no_client_auth();
-    tls.alpn_protocols = vec![example::ALPN.to_vec()];
+    tls.alpn_protocols = vec![alpn.to_vec()];
     let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).expect("QUIC TLS");
     let bind: SocketAddr = if v6 {
         "[::]:0".parse().unwrap()
@@ -316,4 +349,123 @@ fn xdp_without_an_interface_is_a_clear_error() {
         .unwrap();
     let err = runtime.block_on(async { builder.open() }).unwrap_err();
     assert!(err.to_string().contains("[xdp] table"), "{err}");
+}
+
+/// HTTP/3 GETs through the h3 client: `H3_REQUESTS` concurrent ones of various sizes and one
+/// of `H3_LARGE` bytes, each body checked byte for byte, and a 404.
+fn run_h3_client(server: SocketAddr, cert: CertificateDer<'static>) {
+    const H3_REQUESTS: u64 = 32;
+    const H3_LARGE: u64 = 4 << 20;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async move {
+        let work = async {
+            let endpoint = client_endpoint_alpn(&cert, server.is_ipv6(), b"h3");
+            let conn = endpoint
+                .connect(server, "localhost")
+                .expect("connect")
+                .await
+                .expect("handshake");
+            let (mut driver, send) = h3::client::new(h3_quinn::Connection::new(conn))
+                .await
+                .expect("h3 client");
+            let drive = tokio::spawn(async move {
+                let _ = std::future::poll_fn(|cx| driver.poll_close(cx)).await;
+            });
+            let get = |mut send: h3::client::SendRequest<h3_quinn::OpenStreams, bytes::Bytes>,
+                       path: String| async move {
+                let req = http::Request::get(format!("https://localhost{path}"))
+                    .body(())
+                    .unwrap();
+                let mut stream = send.send_request(req).await.expect("send_request");
+                stream.finish().await.expect("finish");
+                let resp = stream.recv_response().await.expect("response");
+                let mut body = Vec::new();
+                while let Some(chunk) = stream.recv_data().await.expect("data") {
+                    use bytes::Buf;
+                    body.extend_from_slice(chunk.chunk());
+                }
+                (resp.status().as_u16(), body)
+            };
+            let mut tasks = tokio::task::JoinSet::new();
+            for i in 0..H3_REQUESTS {
+                let size = 1000 + i * 3001;
+                let send = send.clone();
+                tasks.spawn(async move { (size, get(send, format!("/{size}")).await) });
+            }
+            tasks.spawn({
+                let send = send.clone();
+                async move { (H3_LARGE, get(send, format!("/{H3_LARGE}")).await) }
+            });
+            while let Some(r) = tasks.join_next().await {
+                let (size, (status, body)) = r.expect("a request failed");
+                assert_eq!(status, 200, "GET /{size}");
+                assert_eq!(body.len() as u64, size, "GET /{size}: length");
+                assert!(
+                    body.iter()
+                        .enumerate()
+                        .all(|(i, &b)| b == example::pattern(i as u64)),
+                    "GET /{size}: content"
+                );
+            }
+            let (status, _) = get(send.clone(), "/missing".into()).await;
+            assert_eq!(status, 404);
+            drop(send);
+            drive.abort();
+            endpoint.close(0u32.into(), b"done");
+            endpoint.wait_idle().await;
+        };
+        tokio::time::timeout(LIMIT, work)
+            .await
+            .expect("the h3 client took too long");
+    });
+}
+
+fn h3_loopback_case(backend: Backend, name: &str) {
+    let builder = QuixdSocketBuilder::new(backend, ["127.0.0.1:0".parse().unwrap()]);
+    let server = Server::start_app(App::H3, builder, None).expect("the server starts");
+    let (addr, cert) = (server.addr, server.cert.clone());
+    let client = std::thread::spawn(move || run_h3_client(addr, cert));
+    let result = client.join();
+    let report = server.stop();
+    if let Err(panic) = result {
+        std::panic::resume_unwind(panic);
+    }
+    check_report(&report, name);
+}
+
+#[test]
+fn h3_on_socket() {
+    h3_loopback_case(Backend::Socket, "socket");
+}
+
+#[test]
+fn h3_on_io_uring() {
+    h3_loopback_case(Backend::IoUring, "io_uring");
+}
+
+#[test]
+fn h3_on_xdp_in_netns() {
+    if !netns::privileged("h3_on_xdp_in_netns") {
+        return;
+    }
+    let net = TestNet::new();
+    let listen = SocketAddr::new(net.server_ip(false), 0);
+    let table = format!("interface = \"{}\"\ntransmit = \"af_xdp\"", net.server_if);
+    let xdp: quixd::config::Xdp = toml::from_str(&table).expect("[xdp] table");
+    let builder = QuixdSocketBuilder::new(Backend::Xdp, [listen]).xdp(xdp);
+    let server = Server::start_app(App::H3, builder, Some(net.server_ns.clone()))
+        .expect("the server starts");
+    let (addr, cert) = (server.addr, server.cert.clone());
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        net.in_client(move || run_h3_client(addr, cert))
+    }));
+    let report = server.stop();
+    if let Err(panic) = result {
+        std::panic::resume_unwind(panic);
+    }
+    check_report(&report, "xdp");
+    assert!(report.counter("tx_frames") > 1000, "{report:?}");
 }
