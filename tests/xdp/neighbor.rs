@@ -9,7 +9,7 @@ use quixd::datapath::xdp::neighbor::{NeighborError, NeighborTable, NextHop, Unre
 use crate::netns::{privileged, TestNet};
 
 /// How long an update may take to reach the table through the subscription.
-const WAIT: Duration = Duration::from_secs(5);
+const WAIT: Duration = Duration::from_secs(20);
 
 /// Runs `f` on a thread inside the server namespace.
 fn in_server<T: Send>(net: &TestNet, f: impl FnOnce() -> T + Send) -> T {

@@ -17,28 +17,14 @@ pub use server::*;
 
 #[cfg(unix)]
 mod server {
-    use std::sync::Arc;
-
     use bytes::Bytes;
-    use quinn::crypto::rustls::QuicServerConfig;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+    use rustls::pki_types::CertificateDer;
 
     use super::quinn_server::pattern;
 
     /// A self-signed certificate for "localhost" and a server configuration speaking `h3`.
     pub fn server_config() -> anyhow::Result<(quinn::ServerConfig, CertificateDer<'static>)> {
-        let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()])?;
-        let cert_der = CertificateDer::from(cert.cert);
-        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(cert.signing_key.serialize_der()));
-        let mut tls = rustls::ServerConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_protocol_versions(&[&rustls::version::TLS13])?
-        .with_no_client_auth()
-        .with_single_cert(vec![cert_der.clone()], key)?;
-        tls.alpn_protocols = vec![b"h3".to_vec()];
-        let config = quinn::ServerConfig::with_crypto(Arc::new(QuicServerConfig::try_from(tls)?));
-        Ok((config, cert_der))
+        super::quinn_server::server_config_for(b"h3")
     }
 
     /// Accepts connections until the endpoint closes.

@@ -58,6 +58,17 @@ mod server {
 
     /// A self-signed certificate for "localhost" and a server configuration with it.
     pub fn server_config() -> anyhow::Result<(quinn::ServerConfig, CertificateDer<'static>)> {
+        let (mut config, cert) = server_config_for(ALPN)?;
+        Arc::get_mut(&mut config.transport)
+            .expect("not shared yet")
+            .max_concurrent_bidi_streams(64u32.into());
+        Ok((config, cert))
+    }
+
+    /// A self-signed certificate for "localhost" and a server configuration speaking `alpn`.
+    pub fn server_config_for(
+        alpn: &[u8],
+    ) -> anyhow::Result<(quinn::ServerConfig, CertificateDer<'static>)> {
         let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()])?;
         let cert_der = CertificateDer::from(cert.cert);
         let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(cert.signing_key.serialize_der()));
@@ -67,12 +78,8 @@ mod server {
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_no_client_auth()
         .with_single_cert(vec![cert_der.clone()], key)?;
-        tls.alpn_protocols = vec![ALPN.to_vec()];
-        let mut config =
-            quinn::ServerConfig::with_crypto(Arc::new(QuicServerConfig::try_from(tls)?));
-        Arc::get_mut(&mut config.transport)
-            .expect("not shared yet")
-            .max_concurrent_bidi_streams(64u32.into());
+        tls.alpn_protocols = vec![alpn.to_vec()];
+        let config = quinn::ServerConfig::with_crypto(Arc::new(QuicServerConfig::try_from(tls)?));
         Ok((config, cert_der))
     }
 

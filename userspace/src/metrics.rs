@@ -152,12 +152,6 @@ impl Collector for Workers {
             .enumerate()
             .map(|(i, slot)| (i.to_string(), slot.read()))
             .collect();
-        let labels = |worker: &str, s: &Snapshot| {
-            vec![
-                ("worker", worker.to_string()),
-                ("backend", s.backend.to_string()),
-            ]
-        };
         // Driver counters, one family per counter, one series per worker.
         let Some((_, first)) = snapshots.first() else {
             return Ok(());
@@ -205,56 +199,67 @@ impl Collector for Workers {
         }
         // The backend's counters (drops by reason, XDP program and AF_XDP socket statistics,
         // kernel socket errors, ...), as each backend names them.
-        let mut names: Vec<&'static str> = Vec::new();
-        for (_, s) in &snapshots {
-            for (name, _) in &s.datapath {
-                if !names.contains(name) {
-                    names.push(name);
-                }
-            }
-        }
-        for name in names {
-            let metric = format!("datapath_{name}");
-            let mut family = encoder.encode_descriptor(
-                &metric,
-                "A datapath counter (see the backend's counters at shutdown)",
-                None,
-                MetricType::Counter,
-            )?;
-            for (worker, s) in &snapshots {
-                if let Some((_, value)) = s.datapath.iter().find(|(n, _)| *n == name) {
-                    let labels = labels(worker, s);
-                    ConstCounter::new(*value).encode(family.encode_family(&labels)?)?;
-                }
-            }
-        }
+        encode_datapath(
+            &mut encoder,
+            &snapshots,
+            MetricType::Counter,
+            "A datapath counter (see the backend's counters at shutdown)",
+            |s| &s.datapath,
+        )?;
         // The backend's levels: UMEM frames and io_uring buffers by place, sends in flight,
         // the next-hop table's size.
-        let mut names: Vec<&'static str> = Vec::new();
-        for (_, s) in &snapshots {
-            for (name, _) in &s.datapath_gauges {
-                if !names.contains(name) {
-                    names.push(name);
-                }
-            }
-        }
-        for name in names {
-            let metric = format!("datapath_{name}");
-            let mut family = encoder.encode_descriptor(
-                &metric,
-                "A datapath level (buffers by place, occupancy, table sizes)",
-                None,
-                MetricType::Gauge,
-            )?;
-            for (worker, s) in &snapshots {
-                if let Some((_, value)) = s.datapath_gauges.iter().find(|(n, _)| *n == name) {
-                    let labels = labels(worker, s);
-                    ConstGauge::new(*value as i64).encode(family.encode_family(&labels)?)?;
-                }
-            }
-        }
+        encode_datapath(
+            &mut encoder,
+            &snapshots,
+            MetricType::Gauge,
+            "A datapath level (buffers by place, occupancy, table sizes)",
+            |s| &s.datapath_gauges,
+        )?;
         Ok(())
     }
+}
+
+/// A worker's series labels.
+fn labels(worker: &str, s: &Snapshot) -> Vec<(&'static str, String)> {
+    vec![
+        ("worker", worker.to_string()),
+        ("backend", s.backend.to_string()),
+    ]
+}
+
+/// Every backend value `values` picks from the snapshots, as `quixd_datapath_<name>` of type
+/// `kind`, one sample per worker that has it.
+fn encode_datapath(
+    encoder: &mut DescriptorEncoder,
+    snapshots: &[(String, Snapshot)],
+    kind: MetricType,
+    help: &str,
+    values: impl Fn(&Snapshot) -> &Vec<(&'static str, u64)>,
+) -> Result<(), std::fmt::Error> {
+    let mut names: Vec<&'static str> = Vec::new();
+    for (_, s) in snapshots {
+        for (name, _) in values(s) {
+            if !names.contains(name) {
+                names.push(name);
+            }
+        }
+    }
+    for name in names {
+        let metric = format!("datapath_{name}");
+        let mut family = encoder.encode_descriptor(&metric, help, None, kind)?;
+        for (worker, s) in snapshots {
+            if let Some(&(_, value)) = values(s).iter().find(|(n, _)| *n == name) {
+                let labels = labels(worker, s);
+                let sample = family.encode_family(&labels)?;
+                if kind == MetricType::Gauge {
+                    ConstGauge::new(value as i64).encode(sample)?;
+                } else {
+                    ConstCounter::new(value).encode(sample)?;
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Counters read at scrape time from something no worker owns (the steering programs).

@@ -37,7 +37,6 @@ pub(super) mod table;
 
 use std::io;
 use std::net::IpAddr;
-use std::os::fd::AsFd;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{self, Receiver, TryRecvError};
 use std::sync::Arc;
@@ -46,7 +45,6 @@ use std::thread::JoinHandle;
 use super::netlink::neighbor::{
     self as netlink, Dumper, LinkMsg, Watcher, WatcherShared, ARPHRD_ETHER,
 };
-use super::sys::poll as sys;
 use table::State;
 
 pub use table::Mac;
@@ -163,7 +161,7 @@ pub struct NeighborTable {
     updates: u64,
     watcher_lost: bool,
     shared: Arc<WatcherShared>,
-    stop: std::os::fd::OwnedFd,
+    stop: Arc<crate::datapath::wake::Wake>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -225,7 +223,7 @@ impl NeighborTable {
         let name = snapshot.link.name.clone();
         let state = State::new(ifindex, snapshot);
 
-        let stop = sys::eventfd().map_err(NeighborError::Watcher)?;
+        let stop = Arc::new(crate::datapath::wake::Wake::new().map_err(NeighborError::Watcher)?);
         let (tx, rx) = mpsc::sync_channel(CHANNEL_CAPACITY);
         let shared = Arc::new(WatcherShared::default());
         shared.running.store(true, Ordering::Release);
@@ -235,7 +233,7 @@ impl NeighborTable {
             ifindex,
             link_flags: links.iter().map(|l| (l.index, l.state_flags())).collect(),
             tx,
-            stop: stop.try_clone().map_err(NeighborError::Watcher)?,
+            stop: Arc::clone(&stop),
             shared: Arc::clone(&shared),
         };
         let thread = std::thread::Builder::new()
@@ -387,7 +385,7 @@ impl Drop for NeighborTable {
         let (_, disconnected) = mpsc::sync_channel(0);
         drop(std::mem::replace(&mut self.rx, disconnected));
         // ...and wake one waiting in poll.
-        if let Err(e) = sys::signal(self.stop.as_fd()) {
+        if let Err(e) = self.stop.signal() {
             tracing::warn!(error = %e, "cannot signal the neighbour watcher to stop");
         }
         if let Some(thread) = self.thread.take() {

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::io::{self, Cursor};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd};
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 use std::sync::mpsc::SyncSender;
 use std::sync::Arc;
@@ -451,7 +451,7 @@ pub(crate) struct Watcher {
     /// `state_flags` of every interface, to notice state changes.
     pub link_flags: HashMap<u32, u32>,
     pub tx: SyncSender<Update>,
-    pub stop: OwnedFd,
+    pub stop: Arc<crate::datapath::wake::Wake>,
     pub shared: Arc<WatcherShared>,
 }
 

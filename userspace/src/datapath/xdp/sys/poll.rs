@@ -1,40 +1,8 @@
-//! The raw calls of the next-hop watcher thread: an eventfd to stop it, `poll` on its netlink
-//! socket and that eventfd, `O_NONBLOCK`, and the thread id.
+//! The raw calls of the next-hop watcher thread: `poll` on its netlink socket and its stop
+//! eventfd (a `datapath::wake::Wake`), `O_NONBLOCK`, and the thread id.
 
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
-
-/// Creates a non-blocking, close-on-exec eventfd.
-pub fn eventfd() -> io::Result<OwnedFd> {
-    // SAFETY: eventfd takes no pointers; a non-negative return is a new descriptor we own.
-    let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: `fd` was just returned by eventfd and nothing else owns it.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
-/// Adds one to an eventfd's counter, waking whoever polls it.
-pub fn signal(fd: BorrowedFd<'_>) -> io::Result<()> {
-    let one: u64 = 1;
-    // SAFETY: writes 8 bytes from a live local u64 to a descriptor the borrow keeps open.
-    let n = unsafe {
-        libc::write(
-            fd.as_raw_fd(),
-            (&one as *const u64).cast(),
-            std::mem::size_of::<u64>(),
-        )
-    };
-    if n < 0 {
-        let err = io::Error::last_os_error();
-        // EAGAIN: the counter is saturated, so it is signalled already.
-        if err.kind() != io::ErrorKind::WouldBlock {
-            return Err(err);
-        }
-    }
-    Ok(())
-}
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 
 /// Sets `O_NONBLOCK` on a descriptor.
 pub fn set_nonblocking(fd: RawFd) -> io::Result<()> {
