@@ -309,3 +309,17 @@ fn group_needs_a_user() {
     let src = minimal().replace("[server]\n", "[server]\nuser = \"nobody\"\n");
     assert_eq!(parse(&src).unwrap().server.user.as_deref(), Some("nobody"));
 }
+
+/// Fuzzing found `'' = 2` named as the field `` (nothing): keys that are not bare are quoted.
+#[test]
+fn keys_that_are_not_bare_are_named_quoted() {
+    let err = parse("''=2").unwrap_err();
+    assert_eq!(err.field(), Some("\"\""), "{err}");
+    assert!(
+        err.to_string()
+            .starts_with(&format!("{FILE}:1:1: field `\"\"`: ")),
+        "{err}"
+    );
+    let err = parse(&(minimal() + "[server.\"a.b\"]\n")).unwrap_err();
+    assert_eq!(err.field(), Some("server.\"a.b\""), "{err}");
+}
