@@ -12,6 +12,10 @@ pub mod datapath;
 pub mod diagnostics;
 pub mod driver;
 pub mod echo;
+// Fuzz harnesses for `fuzz/` (and corpus replay in the unit tests); not part of the API.
+#[cfg(all(target_os = "linux", any(test, feature = "fuzzing")))]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod metrics;
 pub mod notify;
 pub mod privilege;

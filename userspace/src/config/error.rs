@@ -152,13 +152,26 @@ fn field_offset(table: &dyn TableLike, field: &str) -> Option<usize> {
     best.map(|(_, offset)| offset)
 }
 
+/// A key as written in a dotted path: bare when TOML allows it, else quoted, so that an empty
+/// key (`'' = 1`) or one holding a dot is named unambiguously (found by fuzzing: an empty key
+/// was named as the field ``).
+fn key_repr(name: &str) -> std::borrow::Cow<'_, str> {
+    let bare = |b: u8| b.is_ascii_alphanumeric() || b == b'_' || b == b'-';
+    if !name.is_empty() && name.bytes().all(bare) {
+        name.into()
+    } else {
+        format!("\"{}\"", name.escape_debug()).into()
+    }
+}
+
 fn visit(table: &dyn TableLike, prefix: &str, f: &mut dyn FnMut(&str, Span, Span)) {
     for (name, _) in table.iter() {
         let Some((key, item)) = table.get_key_value(name) else {
             continue;
         };
+        let name = key_repr(name);
         let path = if prefix.is_empty() {
-            name.to_owned()
+            name.into_owned()
         } else {
             format!("{prefix}.{name}")
         };

@@ -337,3 +337,17 @@ fn example_config_serves_h3() {
     assert_eq!(h3.alpn, ["h3"]);
     assert!(h3.root.ends_with("config/www"), "{h3:?}");
 }
+
+/// Fuzzing found `'' = 2` named as the field `` (nothing): keys that are not bare are quoted.
+#[test]
+fn keys_that_are_not_bare_are_named_quoted() {
+    let err = parse("''=2").unwrap_err();
+    assert_eq!(err.field(), Some("\"\""), "{err}");
+    assert!(
+        err.to_string()
+            .starts_with(&format!("{FILE}:1:1: field `\"\"`: ")),
+        "{err}"
+    );
+    let err = parse(&(minimal() + "[server.\"a.b\"]\n")).unwrap_err();
+    assert_eq!(err.field(), Some("server.\"a.b\""), "{err}");
+}

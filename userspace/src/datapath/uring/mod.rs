@@ -33,7 +33,7 @@ mod bufring;
 #[cfg(target_os = "linux")]
 mod error;
 #[cfg(target_os = "linux")]
-mod msg;
+pub(crate) mod msg;
 #[cfg(target_os = "linux")]
 mod ring;
 #[cfg(target_os = "linux")]
