@@ -1,6 +1,7 @@
 //! The stock quinn server of `userspace/examples/quinn_server.rs` on quixd's socket
 //! (`quixd::quinn_socket`), per backend, against a real quinn client: a multi-MB download and
-//! upload checked byte for byte, many concurrent connections, the backend's ledger balanced
+//! upload checked byte for byte, many concurrent connections, a client whose port changes
+//! under its connection, the backend's ledger balanced
 //! once the endpoint is dropped, and a clear error when a backend cannot start. And the stock
 //! h3 + h3-quinn server of `userspace/examples/h3_server.rs` on the same socket against the h3
 //! client: concurrent GETs and a large response intact, a 404.
@@ -39,6 +40,8 @@ const LIMIT: Duration = Duration::from_secs(90);
 const DOWNLOAD: u64 = 8 << 20;
 const UPLOAD: usize = 2 << 20;
 const CONNECTIONS: usize = 40;
+/// Client port changes under one connection.
+const REBINDS: usize = 4;
 
 /// Which example server runs.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -234,6 +237,22 @@ fn run_client(server: SocketAddr, cert: CertificateDer<'static>) {
             while let Some(r) = tasks.join_next().await {
                 r.expect("a connection failed");
             }
+
+            // NAT rebinding: the client's port changes under one connection, four times; the
+            // server (quinn on quixd's socket) follows it (path validation both ways).
+            let conn = endpoint
+                .connect(server, "localhost")
+                .unwrap()
+                .await
+                .expect("connect before rebinding");
+            exchange(&conn, b"before", 10_000).await;
+            for r in 0..REBINDS {
+                let bind = SocketAddr::new(endpoint.local_addr().unwrap().ip(), 0);
+                let socket = std::net::UdpSocket::bind(bind).expect("a new client port");
+                endpoint.rebind(socket).expect("rebind");
+                exchange(&conn, format!("rebind {r}").as_bytes(), 50_000).await;
+            }
+            conn.close(0u32.into(), b"done");
             endpoint.wait_idle().await;
         };
         tokio::time::timeout(LIMIT, work)
