@@ -244,6 +244,7 @@ pub fn config(src: &[u8]) {
             assert!(!config.server.listen.is_empty());
             assert!(
                 config.apps.hq.is_some()
+                    || config.apps.h3.is_some()
                     || config.apps.perf.is_some()
                     || config.apps.echo.is_some()
             );
