@@ -124,6 +124,23 @@ async fn a_second_daemon_cannot_join_the_workers_port(t: Backend) {
 /// a chance of 2^-12.
 const REBINDS: usize = 12;
 
+/// One connection to `d` that GETs `/f.bin` (`data`), then again after each of [`REBINDS`]
+/// port changes: after each, only the connection ID says which worker owns the connection.
+async fn rebinding_client(fx: &Fixture, d: &Daemon, data: &[u8]) {
+    let addr = d.addr();
+    let trust = fx.trust();
+    bounded(Duration::from_secs(120), async {
+        let ep = fx.client.endpoint(addr);
+        let ccfg = client_config(&trust, &[ALPN_HQ], false);
+        let conn = connect(&ep, &ccfg, addr).await;
+        assert_same_bytes(&hq_get(&conn, "/f.bin").await, data, "GET before rebinding");
+        get_across_rebinds(&ep, &fx.client, &conn, REBINDS, "/f.bin", data).await;
+        conn.close(0u32.into(), b"done");
+        ep.wait_idle().await;
+    })
+    .await;
+}
+
 async fn a_rebinding_client_stays_on_its_worker(t: Backend) {
     // Loading the steering program needs CAP_BPF; without it the daemon runs unsteered.
     if !privileged("a_rebinding_client_stays_on_its_worker") {
@@ -136,23 +153,7 @@ async fn a_rebinding_client_stays_on_its_worker(t: Backend) {
     let mut d = fx
         .start(&fx.config().workers("2").server_id("0a0b0c"))
         .await;
-    let addr = d.addr();
-    let trust = fx.trust();
-    bounded(Duration::from_secs(120), async {
-        let ep = fx.client.endpoint(addr);
-        let ccfg = client_config(&trust, &[ALPN_HQ], false);
-        let conn = connect(&ep, &ccfg, addr).await;
-        assert_same_bytes(
-            &hq_get(&conn, "/f.bin").await,
-            &data,
-            "GET before rebinding",
-        );
-        // After each, only the connection ID still says which worker owns the connection.
-        get_across_rebinds(&ep, &fx.client, &conn, REBINDS, "/f.bin", &data).await;
-        conn.close(0u32.into(), b"done");
-        ep.wait_idle().await;
-    })
-    .await;
+    rebinding_client(&fx, &d, &data).await;
     d.assert_alive();
     let log = d.terminate().await;
     assert!(
@@ -187,22 +188,7 @@ async fn a_rebinding_client_is_handed_over_without_steering(t: Backend) {
         "--",
     ];
     let mut d = fx.start_wrapped(&fx.config().workers("2"), &no_bpf).await;
-    let addr = d.addr();
-    let trust = fx.trust();
-    bounded(Duration::from_secs(120), async {
-        let ep = fx.client.endpoint(addr);
-        let ccfg = client_config(&trust, &[ALPN_HQ], false);
-        let conn = connect(&ep, &ccfg, addr).await;
-        assert_same_bytes(
-            &hq_get(&conn, "/f.bin").await,
-            &data,
-            "GET before rebinding",
-        );
-        get_across_rebinds(&ep, &fx.client, &conn, REBINDS, "/f.bin", &data).await;
-        conn.close(0u32.into(), b"done");
-        ep.wait_idle().await;
-    })
-    .await;
+    rebinding_client(&fx, &d, &data).await;
     d.assert_alive();
     let log = d.terminate().await;
     assert!(
@@ -234,22 +220,7 @@ async fn encrypted_ids_keep_a_rebinding_client_through_the_handoff(t: Backend) {
         .server_id("0a0b0c")
         .cid_key("000102030405060708090a0b0c0d0e0f");
     let mut d = fx.start(&cfg).await;
-    let addr = d.addr();
-    let trust = fx.trust();
-    bounded(Duration::from_secs(120), async {
-        let ep = fx.client.endpoint(addr);
-        let ccfg = client_config(&trust, &[ALPN_HQ], false);
-        let conn = connect(&ep, &ccfg, addr).await;
-        assert_same_bytes(
-            &hq_get(&conn, "/f.bin").await,
-            &data,
-            "GET before rebinding",
-        );
-        get_across_rebinds(&ep, &fx.client, &conn, REBINDS, "/f.bin", &data).await;
-        conn.close(0u32.into(), b"done");
-        ep.wait_idle().await;
-    })
-    .await;
+    rebinding_client(&fx, &d, &data).await;
     d.assert_alive();
     let log = d.terminate().await;
     assert!(
