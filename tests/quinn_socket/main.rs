@@ -61,10 +61,6 @@ struct Server {
 }
 
 impl Server {
-    fn start(builder: QuixdSocketBuilder, ns: Option<String>) -> Result<Self, String> {
-        Self::start_app(App::Quinn, builder, ns)
-    }
-
     fn start_app(
         app: App,
         builder: QuixdSocketBuilder,
@@ -277,11 +273,17 @@ fn check_report(report: &CloseReport, backend: &str) {
     eprintln!("{backend} close report: {report:?}");
 }
 
-fn loopback_case(backend: Backend, name: &str) {
+/// `app` on `backend` over loopback against `client`; checks the close report.
+fn loopback_case(
+    app: App,
+    backend: Backend,
+    name: &str,
+    client: fn(SocketAddr, CertificateDer<'static>),
+) {
     let builder = QuixdSocketBuilder::new(backend, ["127.0.0.1:0".parse().unwrap()]);
-    let server = Server::start(builder, None).expect("the server starts");
+    let server = Server::start_app(app, builder, None).expect("the server starts");
     let (addr, cert) = (server.addr, server.cert.clone());
-    let client = std::thread::spawn(move || run_client(addr, cert));
+    let client = std::thread::spawn(move || client(addr, cert));
     let result = client.join();
     let report = server.stop();
     if let Err(panic) = result {
@@ -292,12 +294,12 @@ fn loopback_case(backend: Backend, name: &str) {
 
 #[test]
 fn socket_on_loopback() {
-    loopback_case(Backend::Socket, "socket");
+    loopback_case(App::Quinn, Backend::Socket, "socket", run_client);
 }
 
 #[test]
 fn io_uring_on_loopback() {
-    loopback_case(Backend::IoUring, "io_uring");
+    loopback_case(App::Quinn, Backend::IoUring, "io_uring", run_client);
 }
 
 /// The xdp backend on the server's veth (driver mode, SKB as fallback), the client in its own
@@ -425,27 +427,14 @@ fn run_h3_client(server: SocketAddr, cert: CertificateDer<'static>) {
     });
 }
 
-fn h3_loopback_case(backend: Backend, name: &str) {
-    let builder = QuixdSocketBuilder::new(backend, ["127.0.0.1:0".parse().unwrap()]);
-    let server = Server::start_app(App::H3, builder, None).expect("the server starts");
-    let (addr, cert) = (server.addr, server.cert.clone());
-    let client = std::thread::spawn(move || run_h3_client(addr, cert));
-    let result = client.join();
-    let report = server.stop();
-    if let Err(panic) = result {
-        std::panic::resume_unwind(panic);
-    }
-    check_report(&report, name);
-}
-
 #[test]
 fn h3_on_socket() {
-    h3_loopback_case(Backend::Socket, "socket");
+    loopback_case(App::H3, Backend::Socket, "socket", run_h3_client);
 }
 
 #[test]
 fn h3_on_io_uring() {
-    h3_loopback_case(Backend::IoUring, "io_uring");
+    loopback_case(App::H3, Backend::IoUring, "io_uring", run_h3_client);
 }
 
 /// `app` on the xdp backend on the server's veth (driver mode, SKB as fallback) with

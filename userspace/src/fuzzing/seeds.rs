@@ -2,7 +2,7 @@
 //! committed corpus file through its harness on stable Rust.
 //!
 //! Rewrite the seeds after changing them here:
-//! `cargo test -p quixd --lib fuzzing::seeds::write_seeds -- --ignored`. Files libFuzzer found
+//! `QUIXD_WRITE_SEEDS=1 cargo test -p quixd --lib fuzzing::seeds::seeds_are_committed`. Files libFuzzer found
 //! (crash reproducers included) sit beside them under other names and are kept.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -490,32 +490,27 @@ fn committed_frames_agree_with_the_xdp_program() {
     }
 }
 
-/// The seeds here are the committed ones.
+/// The seeds here pass their harness and are the committed ones. With
+/// `QUIXD_WRITE_SEEDS=1` it first writes them into `fuzz/corpus/<target>/seed-<name>` (after
+/// changing a seed here, or the example config a seed copies).
 #[test]
 fn seeds_are_committed() {
+    let write = std::env::var_os("QUIXD_WRITE_SEEDS").is_some_and(|v| v == "1");
     for target in TARGETS {
+        let dir = corpus_dir(target);
         for (name, bytes) in seeds(target) {
-            let path = corpus_dir(target).join(format!("seed-{name}"));
+            replay(target, &bytes);
+            let path = dir.join(format!("seed-{name}"));
+            if write {
+                std::fs::create_dir_all(&dir).unwrap();
+                std::fs::write(&path, &bytes).unwrap();
+            }
             let committed = std::fs::read(&path).unwrap_or_default();
             assert!(
                 committed == bytes,
-                "{} differs from its seed: run the ignored test write_seeds",
+                "{} differs from its seed: rerun this test with QUIXD_WRITE_SEEDS=1",
                 path.display()
             );
-        }
-    }
-}
-
-/// Writes the seeds into `fuzz/corpus/<target>/seed-<name>`.
-#[test]
-#[ignore = "writes the committed seed corpora"]
-fn write_seeds() {
-    for target in TARGETS {
-        let dir = corpus_dir(target);
-        std::fs::create_dir_all(&dir).unwrap();
-        for (name, bytes) in seeds(target) {
-            replay(target, &bytes);
-            std::fs::write(dir.join(format!("seed-{name}")), bytes).unwrap();
         }
     }
 }
