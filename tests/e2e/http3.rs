@@ -15,17 +15,17 @@ e2e_tests!(
     h3_goaway_on_sigterm,
 );
 
-type SendRequest = h3::client::SendRequest<h3_quinn::OpenStreams, Bytes>;
+pub(crate) type SendRequest = h3::client::SendRequest<h3_quinn::OpenStreams, Bytes>;
 
 /// An HTTP/3 connection: the quinn endpoint, the request handle, and the task driving the
 /// connection (it ends with the connection's close reason).
-struct H3Client {
+pub(crate) struct H3Client {
     _ep: quinn::Endpoint,
-    send: SendRequest,
+    pub(crate) send: SendRequest,
     driver: tokio::task::JoinHandle<h3::error::ConnectionError>,
 }
 
-async fn h3_connect(fx: &Fixture, addr: SocketAddr) -> H3Client {
+pub(crate) async fn h3_connect(fx: &Fixture, addr: SocketAddr) -> H3Client {
     let (ep, conn) = connect_alpn(&fx.client, &fx.trust(), "h3", addr).await;
     let (mut driver, send) = h3::client::new(h3_quinn::Connection::new(conn))
         .await
@@ -39,10 +39,10 @@ async fn h3_connect(fx: &Fixture, addr: SocketAddr) -> H3Client {
 }
 
 /// A response: status, headers and the whole body.
-struct Got {
-    status: StatusCode,
+pub(crate) struct Got {
+    pub(crate) status: StatusCode,
     headers: http::HeaderMap,
-    body: Vec<u8>,
+    pub(crate) body: Vec<u8>,
 }
 
 impl Got {
@@ -82,7 +82,7 @@ async fn request(
     })
 }
 
-async fn get(send: &mut SendRequest, path: &str) -> Got {
+pub(crate) async fn get(send: &mut SendRequest, path: &str) -> Got {
     request(send, Method::GET, path, &[])
         .await
         .unwrap_or_else(|e| panic!("GET {path}: {e:?}"))

@@ -38,6 +38,7 @@ mod concurrency;
 mod config;
 mod download;
 mod errors;
+mod files;
 mod handshake;
 mod http3;
 mod metrics;

@@ -1,16 +1,17 @@
 //! `hq-interop`: HTTP/0.9 over QUIC, the QUIC interop runner's file protocol.
 //!
 //! The client sends `GET /path\r\n` and finishes; we answer with the file and finish. Files
-//! are streamed in chunks as flow control allows, never read whole.
+//! are opened and read off the datapath thread ([`super::files`]) and streamed in chunks as
+//! flow control allows, never read whole.
 
 use std::fs::File;
-use std::io::Read;
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use quinn_proto::VarInt;
 
+use super::files::{BodyNext, FileBody, FileDone, FileOp};
 use super::{Handler, Output};
 
 /// Stream reset codes (application errors), shaped after HTTP status codes.
@@ -21,8 +22,6 @@ pub const INTERNAL_ERROR: VarInt = VarInt::from_u32(0x500);
 
 /// Longest request line we accept.
 const MAX_REQUEST: usize = 8 * 1024;
-/// File bytes read per chunk handed to quinn-proto.
-const CHUNK: usize = 64 * 1024;
 
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum RequestError {
@@ -84,13 +83,12 @@ pub(super) fn parse_target(target: &str) -> Result<PathBuf, RequestError> {
 }
 
 /// Opens `relative` under `root` (canonical), refusing symlinks that lead outside it; a
-/// directory serves its `index.html`. Returns the file and its length.
-fn open_under(root: &Path, relative: &Path) -> Result<(File, u64), VarInt> {
-    open_file(root, relative).map(|(file, meta)| (file, meta.len()))
-}
-
-/// [`open_under`] with the file's metadata (h3 needs its modification time).
-pub(super) fn open_file(root: &Path, relative: &Path) -> Result<(File, std::fs::Metadata), VarInt> {
+/// directory serves its `index.html`. Returns the file, its metadata and its canonical path.
+/// Blocks on the disk: runs on a file reader thread ([`super::files`]).
+pub(super) fn open_file(
+    root: &Path,
+    relative: &Path,
+) -> Result<(File, std::fs::Metadata, PathBuf), VarInt> {
     let canonicalize = |full: PathBuf| match full.canonicalize() {
         Ok(p) if p.starts_with(root) => Ok(p),
         Ok(_) => Err(FORBIDDEN),
@@ -103,7 +101,7 @@ pub(super) fn open_file(root: &Path, relative: &Path) -> Result<(File, std::fs::
         canonical = canonicalize(canonical.join("index.html"))?;
     }
     // Non-blocking: opening a FIFO (or some device) for reading blocks until a writer comes,
-    // which would stall every connection on this thread. It is refused below anyway.
+    // which would hold a reader thread forever. It is refused below anyway.
     let mut options = std::fs::OpenOptions::new();
     options.read(true);
     #[cfg(unix)]
@@ -116,7 +114,7 @@ pub(super) fn open_file(root: &Path, relative: &Path) -> Result<(File, std::fs::
         _ => FORBIDDEN,
     })?;
     match file.metadata() {
-        Ok(m) if m.is_file() => Ok((file, m)),
+        Ok(m) if m.is_file() => Ok((file, m, canonical)),
         Ok(_) => Err(NOT_FOUND),
         Err(_) => Err(INTERNAL_ERROR),
     }
@@ -125,11 +123,9 @@ pub(super) fn open_file(root: &Path, relative: &Path) -> Result<(File, std::fs::
 enum State {
     /// Collecting the request line.
     Request(Vec<u8>),
-    /// Sending the file; `remaining` sizes the last chunk's buffer.
-    Sending {
-        file: File,
-        remaining: u64,
-    },
+    /// Waiting for the file to open.
+    Opening,
+    Sending(FileBody),
     Done,
     Failed(VarInt),
 }
@@ -137,6 +133,8 @@ enum State {
 pub struct HqStream {
     root: Arc<PathBuf>,
     state: State,
+    /// The open to ask for, once the request is parsed.
+    open: Option<FileOp>,
 }
 
 impl HqStream {
@@ -144,26 +142,24 @@ impl HqStream {
         Self {
             root,
             state: State::Request(Vec::new()),
+            open: None,
         }
     }
 
     fn start(&mut self, request: &[u8]) {
-        self.state = match parse_request(request) {
-            Ok(path) => match open_under(&self.root, &path) {
-                Ok((file, len)) => State::Sending {
-                    file,
-                    remaining: len,
-                },
-                Err(code) => {
-                    tracing::debug!(path = %path.display(), code = code.into_inner(), "hq request refused");
-                    State::Failed(code)
-                }
-            },
+        match parse_request(request) {
+            Ok(relative) => {
+                self.open = Some(FileOp::Open {
+                    root: self.root.clone(),
+                    relative,
+                });
+                self.state = State::Opening;
+            }
             Err(e) => {
                 tracing::debug!(error = %e, "hq request refused");
-                State::Failed(e.code())
+                self.state = State::Failed(e.code());
             }
-        };
+        }
     }
 }
 
@@ -193,33 +189,48 @@ impl Handler for HqStream {
         }
     }
 
+    fn take_file_op(&mut self) -> Option<FileOp> {
+        if let Some(open) = self.open.take() {
+            return Some(open);
+        }
+        match &mut self.state {
+            State::Sending(body) => body.next_op(),
+            _ => None,
+        }
+    }
+
+    fn on_file(&mut self, done: FileDone) {
+        match (&mut self.state, done) {
+            (State::Opening, FileDone::Opened(Ok(opened))) => {
+                let len = opened.meta.len();
+                self.state = State::Sending(FileBody::new(opened.file, 0, len));
+            }
+            (State::Opening, FileDone::Opened(Err(code))) => {
+                tracing::debug!(code = code.into_inner(), "hq request refused");
+                self.state = State::Failed(code);
+            }
+            (State::Sending(body), FileDone::Read(result)) => body.on_read(result),
+            _ => {}
+        }
+    }
+
     fn next_output(&mut self) -> Output {
         match &mut self.state {
-            State::Request(_) => Output::Pending,
+            State::Request(_) | State::Opening => Output::Pending,
             State::Failed(code) => Output::Reset(*code),
             State::Done => Output::Finish,
-            State::Sending { file, remaining } => {
-                // A fresh buffer per chunk: quinn-proto keeps it until the peer acknowledges.
-                // Sized by what is left (at least 1 byte, to notice a file that grew or EOF).
-                let size = (*remaining).clamp(1, CHUNK as u64) as usize;
-                let mut chunk = BytesMut::zeroed(size);
-                match file.read(&mut chunk) {
-                    Ok(0) => {
-                        self.state = State::Done;
-                        Output::Finish
-                    }
-                    Ok(n) => {
-                        *remaining = remaining.saturating_sub(n as u64);
-                        chunk.truncate(n);
-                        Output::Chunk(chunk.freeze())
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "hq file read failed");
-                        self.state = State::Failed(INTERNAL_ERROR);
-                        Output::Reset(INTERNAL_ERROR)
-                    }
+            State::Sending(body) => match body.next_chunk() {
+                BodyNext::Chunk(chunk) => Output::Chunk(chunk),
+                BodyNext::Wait => Output::Pending,
+                BodyNext::End => {
+                    self.state = State::Done;
+                    Output::Finish
                 }
-            }
+                BodyNext::Failed => {
+                    self.state = State::Failed(INTERNAL_ERROR);
+                    Output::Reset(INTERNAL_ERROR)
+                }
+            },
         }
     }
 }
@@ -288,13 +299,13 @@ mod tests {
         #[cfg(unix)]
         std::os::unix::fs::symlink(dir.path().join("secret"), root.join("link")).unwrap();
         let root = root.canonicalize().unwrap();
-        assert!(open_under(&root, Path::new("ok")).is_ok());
+        assert!(open_file(&root, Path::new("ok")).is_ok());
         assert_eq!(
-            open_under(&root, Path::new("missing")).unwrap_err(),
+            open_file(&root, Path::new("missing")).unwrap_err(),
             NOT_FOUND
         );
         #[cfg(unix)]
-        assert_eq!(open_under(&root, Path::new("link")).unwrap_err(), FORBIDDEN);
+        assert_eq!(open_file(&root, Path::new("link")).unwrap_err(), FORBIDDEN);
     }
 
     /// A FIFO in the root is refused at once: opening it must not wait for a writer.
@@ -309,7 +320,7 @@ mod tests {
         assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
         let (done_tx, done_rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
-            let _ = done_tx.send(open_under(&root, Path::new("pipe")).map(|_| ()));
+            let _ = done_tx.send(open_file(&root, Path::new("pipe")).map(|_| ()));
         });
         let outcome = done_rx
             .recv_timeout(std::time::Duration::from_secs(5))

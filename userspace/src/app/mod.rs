@@ -4,7 +4,9 @@
 //! [`ConnApp`] picks the handler for each stream the peer opens and may open unidirectional
 //! streams of its own (HTTP/3's control stream). [`Session`] does the quinn-proto stream
 //! bookkeeping for all of them: accepting streams, reading with backpressure, writing chunks
-//! until flow control blocks, finishing, resets and stops.
+//! until flow control blocks, finishing, resets and stops. Handlers that serve files ask for
+//! [`files::FileOp`]s; the driver runs them off its thread and hands the results back through
+//! [`Session::on_file`].
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -16,9 +18,12 @@ use quinn_proto::{Connection, Dir, ReadError, StreamEvent, StreamId, VarInt, Wri
 use crate::config;
 
 mod echo;
+pub mod files;
 mod h3;
 mod hq;
 mod perf;
+
+use files::{FileDone, FileOp};
 
 pub use hq::{parse_request, RequestError};
 
@@ -50,6 +55,13 @@ pub trait Handler {
     fn on_reset(&mut self, _code: VarInt) {}
     /// The next output.
     fn next_output(&mut self) -> Output;
+    /// A file operation to run off the datapath thread; its result comes to
+    /// [`Handler::on_file`]. Asked after every exchange, until `None`.
+    fn take_file_op(&mut self) -> Option<FileOp> {
+        None
+    }
+    /// The result of an operation from [`Handler::take_file_op`], in the order asked.
+    fn on_file(&mut self, _done: FileDone) {}
 }
 
 /// One application's logic for one connection.
@@ -125,7 +137,7 @@ impl Apps {
         }
         if let Some(app) = &apps.h3 {
             let config = Arc::new(h3::H3Config {
-                root: app.root.canonicalize()?,
+                root: Arc::new(app.root.canonicalize()?),
                 max_field_section_size: app.max_field_section_size,
             });
             for alpn in &app.alpn {
@@ -138,6 +150,13 @@ impl Apps {
             }
         }
         Ok(Self { by_alpn })
+    }
+
+    /// Whether an application serves files (hq, h3).
+    pub fn serves_files(&self) -> bool {
+        self.by_alpn
+            .iter()
+            .any(|(_, k)| matches!(k, AppKind::Hq(_) | AppKind::H3(_)))
     }
 
     /// Every ALPN served, in configuration order (the server's preference).
@@ -157,6 +176,7 @@ impl Apps {
             streams: HashMap::new(),
             bidi: 0,
             pending_uni: None,
+            file_ops: Vec::new(),
         })
     }
 }
@@ -179,6 +199,8 @@ pub struct Session {
     bidi: usize,
     /// A stream the app wants to open that the peer's stream limit holds back.
     pending_uni: Option<Box<dyn Handler>>,
+    /// File operations the handlers asked for, for the driver to run.
+    file_ops: Vec<(StreamId, FileOp)>,
 }
 
 /// The code we use to refuse streams an application does not serve (e.g. unidirectional).
@@ -279,6 +301,19 @@ impl Session {
         }
     }
 
+    /// The file operations handlers asked for since the last call, by stream.
+    pub fn take_file_ops(&mut self) -> std::vec::Drain<'_, (StreamId, FileOp)> {
+        self.file_ops.drain(..)
+    }
+
+    /// The result of a file operation of stream `id` (ignored if the stream is gone).
+    pub fn on_file(&mut self, conn: &mut Connection, id: StreamId, done: FileDone) {
+        if let Some(s) = self.streams.get_mut(&id) {
+            s.handler.on_file(done);
+            self.pump(conn, id);
+        }
+    }
+
     pub fn on_stream_event(&mut self, conn: &mut Connection, event: StreamEvent) {
         match event {
             StreamEvent::Opened { .. } => self.accept_streams(conn),
@@ -326,6 +361,9 @@ impl Session {
             if !progressed {
                 break;
             }
+        }
+        while let Some(op) = s.handler.take_file_op() {
+            self.file_ops.push((id, op));
         }
         self.retire_if_done(conn, id);
     }

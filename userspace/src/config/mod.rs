@@ -350,6 +350,9 @@ impl<'de> Deserialize<'de> for ServerId {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Apps {
+    /// Threads that open and read files for the hq and h3 apps, shared by all workers (so a
+    /// slow disk never stalls a worker); 4 when not set.
+    pub file_readers: Option<usize>,
     pub hq: Option<HqApp>,
     pub h3: Option<H3App>,
     pub perf: Option<AlpnOnly>,
@@ -511,6 +514,11 @@ impl Config {
         }
         if t.idle_timeout_ms == 0 || t.idle_timeout_ms >= 1 << 62 {
             return fail("transport.idle_timeout_ms", "must be at least 1 ms".into());
+        }
+        if let Some(n) = self.apps.file_readers {
+            if !(1..=256).contains(&n) {
+                return fail("apps.file_readers", format!("must be 1 to 256, found {n}"));
+            }
         }
         if t.max_connections == 0 {
             return fail("transport.max_connections", "must be at least 1".into());

@@ -331,6 +331,15 @@ fn h3_table_defaults_and_errors() {
 }
 
 #[test]
+fn file_readers_are_bounded() {
+    assert_eq!(parse(&minimal()).unwrap().apps.file_readers, None);
+    let src = minimal().replace("[apps.hq]\n", "[apps]\nfile_readers = 8\n\n[apps.hq]\n");
+    assert_eq!(parse(&src).unwrap().apps.file_readers, Some(8));
+    let src = minimal().replace("[apps.hq]\n", "[apps]\nfile_readers = 0\n\n[apps.hq]\n");
+    expect_error(&src, 5, "apps.file_readers", "must be 1 to 256");
+}
+
+#[test]
 fn example_config_serves_h3() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/quixd.toml");
     let h3 = Config::load(&path).unwrap().apps.h3.unwrap();

@@ -1,7 +1,9 @@
 //! [`Wake`]: what one thread signals to end another's sleep in [`super::Datapath::wait`] (an
-//! eventfd on Linux; elsewhere there is nothing to wake, as one worker serves).
+//! eventfd on Linux; elsewhere there is nothing to wake, as one worker serves), and
+//! [`Doorbell`]: a wake shared by everyone who hands a worker something.
 
 use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 #[cfg(target_os = "linux")]
 mod imp {
@@ -95,4 +97,54 @@ impl Wake {
     }
 
     pub fn clear(&self) {}
+}
+
+/// One worker's wake-up for everything handed to it from other threads (other workers' handoff
+/// rings, file reader threads): a producer queues its item, then [`Doorbell::ring`]s; the
+/// worker calls [`Doorbell::answer`] once per turn and, when it says so, reads every source.
+/// The flag spares the worker a read syscall on turns when nothing came, and producers a
+/// write while the worker has not answered yet.
+#[derive(Debug)]
+pub struct Doorbell {
+    wake: Wake,
+    rung: AtomicBool,
+}
+
+impl Doorbell {
+    pub fn new() -> io::Result<Self> {
+        Ok(Self {
+            wake: Wake::new()?,
+            rung: AtomicBool::new(false),
+        })
+    }
+
+    /// Tells the worker something was queued for it (call after queueing).
+    pub fn ring(&self) -> io::Result<()> {
+        if self.rung.swap(true, Ordering::SeqCst) {
+            // Rung and not answered yet: the worker will read what was just queued too.
+            return Ok(());
+        }
+        self.wake.signal()
+    }
+
+    /// Whether anything was queued since the last answer; then the worker must read every
+    /// source. Costs one atomic load when nothing was.
+    pub fn answer(&self) -> bool {
+        if !self.rung.load(Ordering::SeqCst) {
+            return false;
+        }
+        // Reset first, then clear, then (the caller) read: an item queued after the read
+        // rings again, and one queued before it is read now.
+        self.rung.store(false, Ordering::SeqCst);
+        self.wake.clear();
+        true
+    }
+
+    /// The descriptor that becomes readable when the bell rings, for
+    /// [`super::Datapath::wake_on`].
+    #[cfg(target_os = "linux")]
+    pub fn fd(&self) -> std::os::fd::RawFd {
+        use std::os::fd::{AsFd, AsRawFd};
+        self.wake.as_fd().as_raw_fd()
+    }
 }

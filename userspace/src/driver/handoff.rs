@@ -7,8 +7,8 @@
 //! an AF_XDP socket takes only its own queue's frames and the NIC hashes the new 4-tuple to
 //! any queue. That worker then hands the datagram over here: one copy into a lock-free
 //! single-producer ring towards the owner, whose loop feeds it to its endpoint as if its own
-//! backend had received it. Nothing is shared between workers but these rings and one flag per
-//! worker (has mail); the receiving side looks at that flag once per loop turn.
+//! backend had received it. Nothing is shared between workers but these rings and one
+//! [`Doorbell`] per worker, which the receiving side answers once per loop turn.
 //!
 //! Only datagrams whose destination connection ID names another worker move: short headers
 //! and v1 Handshake packets (their DCID is one we issued). Initials and 0-RTT carry the
@@ -18,11 +18,10 @@
 //! loss, and answering it locally would make the wrong endpoint send a stateless reset.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use super::cid::CidLayout;
-use crate::datapath::wake::Wake;
+use crate::datapath::wake::Doorbell;
 use crate::datapath::{Ecn, RxMeta};
 
 /// Bytes of each ring between two workers: room for about 200 full-size datagrams.
@@ -45,30 +44,23 @@ pub struct HandoffCounters {
     pub dropped: u64,
 }
 
-/// One worker's mailbox: what it receives from each other worker.
-struct Mailbox {
-    wake: Wake,
-    /// Set by a sender after it queued something; cleared by the owner before it reads.
-    has_mail: AtomicBool,
-}
-
 /// The way to one other worker.
 struct Outbox {
     ring: rtrb::Producer<u8>,
-    mailbox: Arc<Mailbox>,
+    doorbell: Arc<Doorbell>,
     /// Something was queued this turn and the owner is not told yet.
     unsent: bool,
 }
 
 /// One worker's end of the handoff mesh: its outboxes to every other worker, its inboxes from
-/// them, and its mailbox's wake descriptor for its backend's wait.
+/// them, and its doorbell (which its backend's wait watches).
 pub struct Handoff {
     me: u8,
     layout: CidLayout,
     /// Indexed by worker; `None` for this worker.
     outboxes: Vec<Option<Outbox>>,
     inboxes: Vec<rtrb::Consumer<u8>>,
-    mailbox: Arc<Mailbox>,
+    doorbell: Arc<Doorbell>,
     /// A parcel that wrapped around the ring's end, made contiguous.
     scratch: Vec<u8>,
     counters: HandoffCounters,
@@ -78,13 +70,8 @@ impl Handoff {
     /// The ends of a mesh between `workers` workers, indexed by worker, issuing connection IDs
     /// of `layout`.
     pub fn mesh(workers: usize, layout: &CidLayout) -> std::io::Result<Vec<Handoff>> {
-        let mailboxes = (0..workers)
-            .map(|_| {
-                Ok(Arc::new(Mailbox {
-                    wake: Wake::new()?,
-                    has_mail: AtomicBool::new(false),
-                }))
-            })
+        let doorbells = (0..workers)
+            .map(|_| Doorbell::new().map(Arc::new))
             .collect::<std::io::Result<Vec<_>>>()?;
         let mut ends: Vec<Handoff> = (0..workers)
             .map(|w| Handoff {
@@ -92,7 +79,7 @@ impl Handoff {
                 layout: layout.clone(),
                 outboxes: (0..workers).map(|_| None).collect(),
                 inboxes: Vec::with_capacity(workers.saturating_sub(1)),
-                mailbox: mailboxes[w].clone(),
+                doorbell: doorbells[w].clone(),
                 scratch: Vec::with_capacity(crate::datapath::MAX_GSO_BYTES),
                 counters: HandoffCounters::default(),
             })
@@ -105,7 +92,7 @@ impl Handoff {
                 let (producer, consumer) = rtrb::RingBuffer::new(RING_BYTES);
                 ends[from].outboxes[to] = Some(Outbox {
                     ring: producer,
-                    mailbox: mailboxes[to].clone(),
+                    doorbell: doorbells[to].clone(),
                     unsent: false,
                 });
                 ends[to].inboxes.push(consumer);
@@ -114,12 +101,10 @@ impl Handoff {
         Ok(ends)
     }
 
-    /// The descriptor that becomes readable when another worker handed this one something:
-    /// for [`crate::datapath::Datapath::wake_on`].
-    #[cfg(target_os = "linux")]
-    pub fn wake_fd(&self) -> std::os::fd::RawFd {
-        use std::os::fd::{AsFd, AsRawFd};
-        self.mailbox.wake.as_fd().as_raw_fd()
+    /// This worker's doorbell, which other workers ring when they handed it something; the
+    /// worker's other producers (file readers) ring it too.
+    pub fn doorbell(&self) -> &Arc<Doorbell> {
+        &self.doorbell
     }
 
     pub fn counters(&self) -> HandoffCounters {
@@ -182,10 +167,8 @@ impl Handoff {
     /// Tells the owners that got something this turn (one eventfd write each, at most).
     pub fn flush(&mut self) {
         for outbox in self.outboxes.iter_mut().flatten() {
-            if std::mem::take(&mut outbox.unsent)
-                && !outbox.mailbox.has_mail.swap(true, Ordering::SeqCst)
-            {
-                if let Err(e) = outbox.mailbox.wake.signal() {
+            if std::mem::take(&mut outbox.unsent) {
+                if let Err(e) = outbox.doorbell.ring() {
                     tracing::warn!(error = %e, "waking a worker for handed-over datagrams");
                 }
             }
@@ -193,14 +176,8 @@ impl Handoff {
     }
 
     /// Feeds what other workers handed to this one to `handle`; returns how many datagrams.
-    /// Costs one atomic load when there is nothing.
+    /// Call when the doorbell was answered ([`Doorbell::answer`]).
     pub fn receive(&mut self, handle: &mut dyn FnMut(&RxMeta, &[u8])) -> usize {
-        if !self.mailbox.has_mail.load(Ordering::SeqCst) {
-            return 0;
-        }
-        // Clear first, then read: mail queued after the read signals again.
-        self.mailbox.has_mail.store(false, Ordering::SeqCst);
-        self.mailbox.wake.clear();
         let mut n = 0;
         for inbox in &mut self.inboxes {
             while let Ok(head) = inbox.read_chunk(HEADER) {
@@ -390,10 +367,13 @@ mod tests {
             assert_eq!(local[0].0.stride, 100);
             assert_eq!(local[0].1, short(&mine, 100));
             assert_eq!(local[1].1.len(), 1200);
+            assert!(!mesh[1].doorbell().answer(), "nothing for worker 1");
             assert_eq!(
                 mesh[1].receive(&mut |_, _| panic!("nothing for worker 1")),
                 0
             );
+            assert!(mesh[2].doorbell().answer(), "worker 2 was told");
+            assert!(!mesh[2].doorbell().answer(), "once");
             let mut got = Vec::new();
             assert_eq!(mesh[2].receive(&mut |m, d| got.push((*m, d.to_vec()))), 2);
             assert_eq!(got[0].0, meta(80), "the metadata travels with the datagram");

@@ -15,6 +15,7 @@ use quinn_proto::{
     ServerConfig, Transmit, ValidationTokenConfig, VarInt,
 };
 
+use crate::app::files::{FileClient, FilePool};
 use crate::app::{Apps, Session};
 use crate::config::{self, Config};
 use crate::datapath::{Capabilities, Ecn, RxMeta, TxBatch, TxMeta, MAX_GSO_BYTES};
@@ -138,6 +139,8 @@ impl HandshakeHistogram {
 
 struct Conn {
     quic: Connection,
+    /// Tells this connection apart from a later one in the same slot (file results).
+    serial: u64,
     session: Option<Session>,
     /// When its first Initial was accepted (for the handshake histogram).
     accepted_at: Instant,
@@ -175,6 +178,16 @@ pub struct Driver {
     drain: Option<Drain>,
     counters: DriverCounters,
     handshakes: HandshakeHistogram,
+    /// File operations of this worker's streams, run by the shared reader threads.
+    files: FileClient<FileTag>,
+    next_serial: u64,
+}
+
+/// Which stream a file operation's result goes back to.
+struct FileTag {
+    conn: usize,
+    serial: u64,
+    stream: quinn_proto::StreamId,
 }
 
 /// What every worker's endpoint shares, built once: the TLS configuration (certificate and
@@ -193,6 +206,8 @@ pub struct QuicSetup {
     transport: config::Transport,
     alpns: Vec<Vec<u8>>,
     sessions: crate::tls::SessionStore,
+    /// The file reader threads, when an app serves files.
+    files: Option<FilePool>,
 }
 
 impl QuicSetup {
@@ -230,6 +245,15 @@ impl QuicSetup {
             sessions.clone(),
         )?);
         let endpoint_config = quic::endpoint_config(&transport)?;
+        let files = if apps.serves_files() {
+            let readers = config
+                .apps
+                .file_readers
+                .unwrap_or(crate::app::files::DEFAULT_READERS);
+            Some(FilePool::new(readers).map_err(SetupError::Files)?)
+        } else {
+            None
+        };
         Ok(Self {
             server_config,
             endpoint_config,
@@ -241,6 +265,7 @@ impl QuicSetup {
             alpns: apps.alpns(),
             transport,
             sessions,
+            files,
         })
     }
 
@@ -317,6 +342,11 @@ impl Driver {
             drain: None,
             counters: DriverCounters::default(),
             handshakes: HandshakeHistogram::default(),
+            files: setup
+                .files
+                .as_ref()
+                .map_or_else(FileClient::inline, FilePool::client),
+            next_serial: 0,
         })
     }
 
@@ -454,8 +484,10 @@ impl Driver {
         if self.conns.len() <= handle.0 {
             self.conns.resize_with(handle.0 + 1, || None);
         }
+        self.next_serial += 1;
         let conn = self.conns[handle.0].insert(Conn {
             quic,
+            serial: self.next_serial,
             session: None,
             accepted_at: now,
             local_port,
@@ -566,6 +598,17 @@ impl Driver {
                 Event::DatagramReceived | Event::DatagramsUnblocked => {}
             }
         }
+        // File operations the streams asked for go to the readers.
+        if let Some(session) = &mut conn.session {
+            for (stream, op) in session.take_file_ops() {
+                let tag = FileTag {
+                    conn: idx,
+                    serial: conn.serial,
+                    stream,
+                };
+                self.files.submit(tag, op);
+            }
+        }
         // A protocol error the application found closes the connection with its code.
         if let Some(session) = &mut conn.session {
             self.counters.app_stream_errors += session.take_stream_errors();
@@ -645,6 +688,38 @@ impl Driver {
         } else if blocked {
             mark_dirty(&mut self.dirty, idx, conn);
         }
+    }
+
+    /// Whether an application serves files (then file results come back to this worker).
+    pub fn serves_files(&self) -> bool {
+        self.apps.serves_files()
+    }
+
+    /// Rung by the file readers when a result is ready.
+    pub fn set_doorbell(&mut self, doorbell: Arc<crate::datapath::wake::Doorbell>) {
+        self.files.set_doorbell(doorbell);
+    }
+
+    /// File operations handed to the readers whose results have not come back.
+    pub fn files_in_flight(&self) -> usize {
+        self.files.in_flight()
+    }
+
+    /// Hands the file results that are ready to their streams; returns how many.
+    pub fn collect_files(&mut self) -> usize {
+        let (conns, dirty) = (&mut self.conns, &mut self.dirty);
+        self.files.collect(|tag, done| {
+            let Some(conn) = conns.get_mut(tag.conn).and_then(Option::as_mut) else {
+                return;
+            };
+            if conn.serial != tag.serial {
+                return;
+            }
+            if let Some(session) = &mut conn.session {
+                session.on_file(&mut conn.quic, tag.stream, done);
+                mark_dirty(dirty, tag.conn, conn);
+            }
+        })
     }
 
     fn mark_all_dirty(&mut self) {

@@ -22,6 +22,8 @@ pub enum SetupError {
     Quic(String),
     #[error("cannot open the document root: {0}")]
     Root(std::io::Error),
+    #[error("cannot start the file reader threads: {0}")]
+    Files(std::io::Error),
 }
 
 pub fn endpoint_config(t: &config::Transport) -> Result<EndpointConfig, SetupError> {

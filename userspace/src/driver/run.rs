@@ -4,16 +4,18 @@
 use std::io;
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+
 use super::handoff::Handoff;
 use super::Driver;
+use crate::datapath::wake::Doorbell;
 use crate::datapath::{Datapath, TxBatch};
 
 /// The longest the loop sleeps, so a stop request is noticed promptly.
 const MAX_SLEEP: Duration = Duration::from_millis(100);
-/// The longest it sleeps when other workers may hand it datagrams and the backend cannot
-/// watch for them.
-#[cfg(unix)]
-const HANDOFF_POLL: Duration = Duration::from_millis(1);
+/// The longest it sleeps when other threads may hand it something (datagrams, file results)
+/// and the backend cannot watch for them.
+const UNWATCHED_POLL: Duration = Duration::from_millis(1);
 
 #[derive(Debug, Clone)]
 pub struct RunOptions {
@@ -55,14 +57,31 @@ pub fn run(
     mut observe: Option<Observer<'_>>,
     mut handoff: Option<&mut Handoff>,
 ) -> io::Result<()> {
-    // A backend that cannot watch the handoff's wake-up descriptor is waited on briefly.
-    #[cfg(unix)]
-    let max_sleep = match handoff.as_deref() {
-        Some(h) if !datapath.wake_on(h.wake_fd()) => HANDOFF_POLL,
-        _ => MAX_SLEEP,
+    // One doorbell for everything other threads hand this worker: other workers' datagrams
+    // and file results. A backend that cannot watch it is waited on briefly instead.
+    let doorbell = match handoff.as_deref() {
+        Some(h) => Some(h.doorbell().clone()),
+        None if driver.serves_files() => match Doorbell::new() {
+            Ok(d) => Some(Arc::new(d)),
+            Err(e) => {
+                tracing::debug!(error = %e, "no doorbell: file results are polled");
+                None
+            }
+        },
+        None => None,
     };
-    #[cfg(not(unix))]
-    let max_sleep = MAX_SLEEP;
+    #[cfg(target_os = "linux")]
+    let watched = doorbell.as_ref().is_some_and(|d| datapath.wake_on(d.fd()));
+    #[cfg(not(target_os = "linux"))]
+    let watched = false;
+    if let Some(d) = &doorbell {
+        driver.set_doorbell(d.clone());
+    }
+    let max_sleep = if handoff.is_some() && !watched {
+        UNWATCHED_POLL
+    } else {
+        MAX_SLEEP
+    };
     // Each transmit buffer holds a full GSO batch of the largest datagrams.
     let mut tx = TxBatch::new(opts.tx_batch, 64 * 1024);
     let mut full = FullBatchLog::default();
@@ -78,7 +97,7 @@ pub fn run(
         if stop() {
             driver.begin_shutdown(now, opts.drain_timeout);
         }
-        let received = match handoff.as_deref_mut() {
+        let mut received = match handoff.as_deref_mut() {
             None => datapath.recv(&mut |meta, payload| {
                 driver.handle_datagrams(now, meta, payload, &mut tx);
             })?,
@@ -89,13 +108,21 @@ pub fn run(
                     });
                 })?;
                 h.flush();
-                let handed = h.receive(&mut |meta, payload| {
-                    driver.handle_datagrams(now, meta, payload, &mut tx)
-                });
-                driver.note_handoffs(h.counters());
-                n + handed
+                n
             }
         };
+        // Without a doorbell, file results are looked for on every turn (a channel poll).
+        if doorbell.as_ref().is_none_or(|d| d.answer()) {
+            if let Some(h) = handoff.as_deref_mut() {
+                received += h.receive(&mut |meta, payload| {
+                    driver.handle_datagrams(now, meta, payload, &mut tx)
+                });
+            }
+            received += driver.collect_files();
+        }
+        if let Some(h) = handoff.as_deref() {
+            driver.note_handoffs(h.counters());
+        }
         driver.process(now, &mut tx);
         full.check(now, driver.counters().tx_dropped_full);
         datapath.send(&mut tx)?;
@@ -111,6 +138,11 @@ pub fn run(
         if busy || opts.busy_poll {
             continue;
         }
+        let max_sleep = if driver.files_in_flight() > 0 && !watched {
+            UNWATCHED_POLL
+        } else {
+            max_sleep
+        };
         let timeout = driver.next_timeout().map_or(max_sleep, |t| {
             t.saturating_duration_since(now).min(max_sleep)
         });

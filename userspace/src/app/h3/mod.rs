@@ -4,20 +4,20 @@
 //! peer's control and QPACK streams, and serves each request stream with a [`Request`]:
 //! GET and HEAD, conditional requests (`if-none-match`, `if-modified-since`), single byte
 //! ranges, and errors as HTTP responses where HTTP has one. Protocol violations become the
-//! H3 error RFC 9114 names, as a connection or a stream error. Files stream in chunks as flow
-//! control allows, never read whole.
+//! H3 error RFC 9114 names, as a connection or a stream error. Files are opened and read off
+//! the datapath thread ([`super::files`]) and stream in chunks as flow control allows, never
+//! read whole.
 
 use std::cell::RefCell;
-use std::fs::File;
-use std::io::{Read, Seek, SeekFrom};
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use quinn_proto::{Dir, StreamId, VarInt};
 
+use super::files::{BodyNext, FileBody, FileDone, FileOp, Opened};
 use super::{hq, ConnApp, Handler, Output};
 
 pub mod frame;
@@ -58,13 +58,11 @@ const SETTING_QPACK_BLOCKED_STREAMS: u64 = 0x07;
 
 /// Largest control frame (SETTINGS, GOAWAY, ...) we buffer.
 const MAX_CONTROL_FRAME: u64 = 16 * 1024;
-/// File bytes per DATA frame.
-const CHUNK: usize = 64 * 1024;
 
 #[derive(Debug)]
 pub struct H3Config {
     /// Canonical document root.
-    pub root: PathBuf,
+    pub root: Arc<PathBuf>,
     pub max_field_section_size: u64,
 }
 
@@ -485,23 +483,22 @@ impl Handler for PeerUni {
 enum ReqState {
     /// Reading frames until the request's HEADERS.
     Headers(FrameReader),
+    /// Waiting for the file of this request to open.
+    Opening(Head),
     /// Response chunks ready to write, then possibly a body.
     Responding {
         chunks: std::collections::VecDeque<Bytes>,
-        body: Option<Body>,
+        body: Option<FileBody>,
     },
     Done,
     Failed(VarInt),
 }
 
-struct Body {
-    file: File,
-    remaining: u64,
-}
-
 pub struct Request {
     shared: SharedRef,
     state: ReqState,
+    /// The open to ask for, once the request is parsed.
+    open: Option<FileOp>,
 }
 
 /// A parsed request.
@@ -520,6 +517,7 @@ impl Request {
         Self {
             shared,
             state: ReqState::Headers(FrameReader::default()),
+            open: None,
         }
     }
 
@@ -590,10 +588,11 @@ impl Request {
             Ok(head) => head,
             Err(reason) => return self.stream_error(code::MESSAGE_ERROR, reason),
         };
-        self.serve(&head);
+        self.serve(head);
     }
 
-    fn serve(&mut self, head: &Head) {
+    /// Answers what needs no file, or asks for the file to open.
+    fn serve(&mut self, head: Head) {
         let is_head = head.method == "HEAD";
         if head.method != "GET" && !is_head {
             let mut fields = qpack::Encoder::default();
@@ -613,7 +612,17 @@ impl Request {
                 return self.respond_error(400, "Bad Request", is_head)
             }
         };
-        let (mut file, meta) = match hq::open_file(&config.root, &path) {
+        self.open = Some(FileOp::Open {
+            root: config.root.clone(),
+            relative: path,
+        });
+        self.state = ReqState::Opening(head);
+    }
+
+    /// Answers with the file (or a 304, 416, or the error opening it).
+    fn on_opened(&mut self, head: &Head, opened: Result<Opened, VarInt>) {
+        let is_head = head.method == "HEAD";
+        let Opened { file, meta, path } = match opened {
             Ok(opened) => opened,
             Err(c) if c == hq::NOT_FOUND => return self.respond_error(404, "Not Found", is_head),
             Err(c) if c == hq::FORBIDDEN => return self.respond_error(403, "Forbidden", is_head),
@@ -623,12 +632,8 @@ impl Request {
         let modified = meta.modified().ok();
         let etag = etag(len, modified);
         let last_modified = modified.map(httpdate::fmt_http_date);
-        // A directory serves its index.html (hq::open_file), typed as such.
-        let content_type = if config.root.join(&path).is_dir() {
-            content_type(std::path::Path::new("index.html"))
-        } else {
-            content_type(&path)
-        };
+        // The canonical path: a directory's index.html is typed as such.
+        let content_type = content_type(&path);
 
         let validators = |fields: &mut qpack::Encoder| {
             fields.field("etag", &etag);
@@ -690,19 +695,10 @@ impl Request {
         if is_head || count == 0 {
             return self.respond(fields, None);
         }
-        if start > 0 && file.seek(SeekFrom::Start(start)).is_err() {
-            return self.respond_error(500, "Internal Server Error", false);
-        }
-        self.respond(
-            fields,
-            Some(Body {
-                file,
-                remaining: count,
-            }),
-        );
+        self.respond(fields, Some(FileBody::new(file, start, count)));
     }
 
-    fn respond(&mut self, fields: qpack::Encoder, body: Option<Body>) {
+    fn respond(&mut self, fields: qpack::Encoder, body: Option<FileBody>) {
         let headers = frame::encode_frame(frame::HEADERS, &fields.finish());
         self.state = ReqState::Responding {
             chunks: [Bytes::from(headers)].into(),
@@ -749,7 +745,7 @@ impl Handler for Request {
 
     fn next_output(&mut self) -> Output {
         match &mut self.state {
-            ReqState::Headers(_) => Output::Pending,
+            ReqState::Headers(_) | ReqState::Opening(_) => Output::Pending,
             ReqState::Failed(code) => Output::Reset(*code),
             ReqState::Done => Output::Finish,
             ReqState::Responding { chunks, body } => {
@@ -760,36 +756,51 @@ impl Handler for Request {
                     self.state = ReqState::Done;
                     return Output::Finish;
                 };
-                if b.remaining == 0 {
-                    self.state = ReqState::Done;
-                    return Output::Finish;
-                }
-                let size = b.remaining.min(CHUNK as u64) as usize;
-                // A fresh buffer per chunk: quinn-proto keeps it until the peer acknowledges.
-                let mut data = BytesMut::zeroed(size);
-                let mut filled = 0;
-                while filled < size {
-                    match b.file.read(&mut data[filled..]) {
-                        Ok(0) => break,
-                        Ok(n) => filled += n,
-                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                        Err(e) => {
-                            tracing::warn!(error = %e, "h3 file read failed");
-                            break;
-                        }
+                match b.next_chunk() {
+                    BodyNext::Chunk(data) => {
+                        let mut header = Vec::with_capacity(9);
+                        frame::write_varint(&mut header, frame::DATA);
+                        frame::write_varint(&mut header, data.len() as u64);
+                        chunks.push_back(data);
+                        Output::Chunk(header.into())
+                    }
+                    BodyNext::Wait => Output::Pending,
+                    BodyNext::End => {
+                        self.state = ReqState::Done;
+                        Output::Finish
+                    }
+                    BodyNext::Failed => {
+                        // The promised content-length cannot be kept.
+                        self.state = ReqState::Failed(code::INTERNAL_ERROR);
+                        Output::Reset(code::INTERNAL_ERROR)
                     }
                 }
-                if filled < size {
-                    // The file shrank or failed under us: the promised length cannot be kept.
-                    self.state = ReqState::Failed(code::INTERNAL_ERROR);
-                    return Output::Reset(code::INTERNAL_ERROR);
+            }
+        }
+    }
+
+    fn take_file_op(&mut self) -> Option<FileOp> {
+        if let Some(open) = self.open.take() {
+            return Some(open);
+        }
+        match &mut self.state {
+            ReqState::Responding { body: Some(b), .. } => b.next_op(),
+            _ => None,
+        }
+    }
+
+    fn on_file(&mut self, done: FileDone) {
+        match done {
+            FileDone::Opened(opened) => {
+                if let ReqState::Opening(head) = std::mem::replace(&mut self.state, ReqState::Done)
+                {
+                    self.on_opened(&head, opened);
                 }
-                b.remaining -= size as u64;
-                let mut header = Vec::with_capacity(9);
-                frame::write_varint(&mut header, frame::DATA);
-                frame::write_varint(&mut header, size as u64);
-                chunks.push_back(data.freeze());
-                Output::Chunk(header.into())
+            }
+            FileDone::Read(result) => {
+                if let ReqState::Responding { body: Some(b), .. } = &mut self.state {
+                    b.on_read(result);
+                }
             }
         }
     }
