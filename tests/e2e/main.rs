@@ -21,7 +21,8 @@
 //! The netns and XDP variants need root; without it they print why and pass, unless
 //! `QUIXD_REQUIRE_PRIVILEGED=1`. See `harness.rs` for the backends, the daemon guard, the
 //! config writer and the client helpers, `../support/daemon.rs` for the process guard shared with
-//! the xdp tests, and `../support/netns.rs` for the namespaces.
+//! the xdp tests, `../support/netns.rs` for the namespaces, and `../support/slowfs.rs` for the
+//! slow disk (a FUSE filesystem whose reads wait on demand; its own tests are `slowfs::`).
 
 // Namespaces, signals and XDP: Linux only (the Windows build is checked by tests/windows.rs).
 #![cfg(target_os = "linux")]
@@ -30,6 +31,8 @@
 mod netns;
 #[path = "../support/daemon.rs"]
 mod process;
+#[path = "../support/slowfs.rs"]
+mod slowfs_fixture;
 
 mod harness;
 mod relay;
@@ -47,6 +50,7 @@ mod privilege;
 mod quic_lb;
 mod reload;
 mod shutdown;
+mod slowfs;
 mod systemd;
 mod udp_echo;
 mod uring;
