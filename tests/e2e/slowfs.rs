@@ -21,7 +21,7 @@ use crate::slowfs_fixture::{fuse_problem, SlowFs, MTIME};
 const WAIT: Duration = Duration::from_secs(10);
 
 /// Mounts `files`, or returns `None` (after printing why) when this machine cannot.
-fn mount(test: &str, files: &[(&str, &[u8])]) -> Option<SlowFs> {
+pub(crate) fn mount(test: &str, files: &[(&str, &[u8])]) -> Option<SlowFs> {
     if let Some(problem) = fuse_problem() {
         skip_or_fail(test, &problem);
         return None;
