@@ -22,9 +22,10 @@ mod server {
 
     use super::quinn_server::pattern;
 
-    /// A self-signed certificate for "localhost" and a server configuration speaking `h3`.
+    /// A self-signed certificate for "localhost" and a server configuration speaking `h3`
+    /// (no 0-RTT: requests in early data could be replayed, and nothing here tests it).
     pub fn server_config() -> anyhow::Result<(quinn::ServerConfig, CertificateDer<'static>)> {
-        super::quinn_server::server_config_for(b"h3")
+        super::quinn_server::server_config_for(b"h3", false)
     }
 
     /// Accepts connections until the endpoint closes.
