@@ -1082,3 +1082,42 @@ pub async fn echo_request(conn: &quinn::Connection, data: &[u8]) -> Result<Vec<u
     w?;
     r
 }
+
+// ---------------------------------------------------------------------------------------------
+// Figures for RELIABILITY.md
+// ---------------------------------------------------------------------------------------------
+
+/// Reports a figure a reliability test measured: printed, and with `QUIXD_RELIABILITY_OUT`
+/// set (as `cargo xtask reliability` does), appended to that file as one JSON line.
+pub fn record(test: &str, figure: &str, value: f64, unit: &str) {
+    eprintln!("figure: {test}: {figure} = {value} {unit}");
+    let Some(path) = std::env::var_os("QUIXD_RELIABILITY_OUT") else {
+        return;
+    };
+    let line = format!(
+        "{{\"test\":{},\"figure\":{},\"value\":{value},\"unit\":{}}}\n",
+        toml_str(test),
+        toml_str(figure),
+        toml_str(unit)
+    );
+    use std::io::Write as _;
+    let written = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .and_then(|mut f| f.write_all(line.as_bytes()));
+    if let Err(e) = written {
+        panic!("cannot append to {}: {e}", path.to_string_lossy());
+    }
+}
+
+/// The resident set size of process `pid`, bytes.
+pub fn rss_bytes(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map(|kb| kb * 1024)
+        .expect("VmRSS in /proc/PID/status")
+}

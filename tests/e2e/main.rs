@@ -37,6 +37,7 @@ mod slowfs_fixture;
 mod harness;
 mod relay;
 
+mod capacity;
 mod concurrency;
 mod config;
 mod download;

@@ -46,7 +46,7 @@ pub(crate) fn http_get(ns: Option<&str>, addr: SocketAddr, path: &str) -> (Strin
 }
 
 /// The sum over workers of metric `name` (a full sample name, e.g. `quixd_rx_bytes_total`).
-fn sum(body: &str, name: &str) -> u64 {
+pub(crate) fn sum(body: &str, name: &str) -> u64 {
     body.lines()
         .filter(|l| l.starts_with(name) && l[name.len()..].starts_with('{'))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
