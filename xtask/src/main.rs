@@ -11,6 +11,8 @@ mod ebpf;
 #[cfg(target_os = "linux")]
 mod release;
 #[cfg(target_os = "linux")]
+mod reliability;
+#[cfg(target_os = "linux")]
 mod xdp;
 
 use std::path::PathBuf;
@@ -45,6 +47,10 @@ enum Command {
     /// network namespaces; writes BENCHMARKS.md and benchmarks/ (needs root).
     #[cfg(target_os = "linux")]
     Bench(bench::BenchArgs),
+    /// Reliability evidence (issue 17): the load, fault and bad-input tests plus the fuzz
+    /// smoke; writes RELIABILITY.md (needs root, about 25 minutes).
+    #[cfg(target_os = "linux")]
+    Reliability(reliability::ReliabilityArgs),
 }
 
 fn main() -> ExitCode {
@@ -68,6 +74,8 @@ fn run(cli: Cli) -> Result<()> {
         Command::Demo(args) => demo::run(args),
         #[cfg(target_os = "linux")]
         Command::Bench(args) => bench::run(args),
+        #[cfg(target_os = "linux")]
+        Command::Reliability(args) => reliability::run(args),
     }
 }
 
