@@ -102,6 +102,12 @@ static __always_inline int is_ipv6_ext_header(__u8 next_header)
 	}
 }
 
+static __always_inline int is_v4_mapped(const struct in6_addr *a)
+{
+	return a->in6_u.u6_addr32[0] == 0 && a->in6_u.u6_addr32[1] == 0 &&
+	       a->in6_u.u6_addr32[2] == bpf_htonl(0x0000ffff);
+}
+
 static __always_inline int address_filter_enabled(void)
 {
 	__u32 index = QUIXD_CFG_ADDR_FILTER;
@@ -237,6 +243,14 @@ static __always_inline int handle_ipv6(struct xdp_md *ctx, struct ipv6hdr *ip6,
 	verdict = check_udp((void *)(ip6 + 1), data_end, payload_len);
 	if (verdict >= 0)
 		return verdict;
+
+	/*
+	 * IPv4-mapped addresses never appear on the wire (RFC 4291 2.5.5.2); the
+	 * address filter keys IPv4 addresses that way, so such a destination would
+	 * pass for the IPv4 address it embeds. The kernel decides what they are.
+	 */
+	if (is_v4_mapped(&ip6->saddr) || is_v4_mapped(&ip6->daddr))
+		return pass(QUIXD_CNT_NOT_OURS);
 
 	if (address_filter_enabled()) {
 		struct quixd_addr key;

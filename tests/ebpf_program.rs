@@ -692,6 +692,13 @@ fn address_filter_checks_the_destination() {
     );
     let tagged = udp4_frame_tagged(&[(ETH_P_8021Q, 3)], SERVER_V4, OUR_PORT);
     assert_run(&program, &tagged, XdpAction::Pass, no_socket());
+    // IPv6 to the served IPv4 address, IPv4-mapped (the filter's own key for it): never on
+    // the wire (RFC 4291), so not ours, with the filter on or off.
+    let mapped = udp6_frame(SERVER_V4.to_ipv6_mapped(), OUR_PORT);
+    assert_run(&program, &mapped, XdpAction::Pass, not_ours());
+    program.set_address_filter(false).unwrap();
+    assert_run(&program, &mapped, XdpAction::Pass, not_ours());
+    program.set_address_filter(true).unwrap();
 
     // An IPv4 address matches only as ::ffff:a.b.c.d, never as ::a.b.c.d.
     assert!(program.remove_address(IpAddr::V4(SERVER_V4)).unwrap());

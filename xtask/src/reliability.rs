@@ -63,7 +63,8 @@ const SUITES: &[Suite] = &[
     },
     Suite {
         section: Section::Load,
-        what: "handshake floods from spoofed addresses, with and without Retry (tests/e2e/flood.rs)",
+        what:
+            "handshake floods from spoofed addresses, with and without Retry (tests/e2e/flood.rs)",
         cargo: &["-p", "quixd", "--test", "e2e"],
         filters: &["flood::"],
     },
@@ -189,7 +190,11 @@ fn run_suite<'a>(root: &Path, suite: &'a Suite, figures: &Path) -> SuiteRun<'a> 
         None
     };
     for o in &outcomes {
-        eprintln!("  {} {}", if o.passed { "ok    " } else { "FAILED" }, o.name);
+        eprintln!(
+            "  {} {}",
+            if o.passed { "ok    " } else { "FAILED" },
+            o.name
+        );
     }
     SuiteRun {
         suite,
@@ -398,7 +403,10 @@ fn render(
 }
 
 fn render_fuzz(s: &mut String, fuzz: &[FuzzRun], seconds: u64) {
-    let _ = writeln!(s, "### Fuzzing (cargo-fuzz, libFuzzer, {seconds} s per target)\n");
+    let _ = writeln!(
+        s,
+        "### Fuzzing (cargo-fuzz, libFuzzer, {seconds} s per target)\n"
+    );
     if fuzz.is_empty() {
         let _ = writeln!(s, "Not run (`--fuzz-seconds 0`).\n");
         return;

@@ -96,8 +96,7 @@ impl Differential {
             for checksums in [Checksums::Verify, Checksums::TrustPartial] {
                 let parsed = wire::parse_with(frame, checksums);
                 let served = parsed.as_ref().is_ok_and(|d| {
-                    PORTS.contains(&d.dst.port())
-                        && (!filter || ADDRESSES.contains(&canonical(d.dst.ip())))
+                    PORTS.contains(&d.dst.port()) && (!filter || ADDRESSES.contains(&d.dst.ip()))
                 });
                 let why = || {
                     format!("filter {filter}, {checksums:?}: XDP {verdict:?}, parse {parsed:?}, frame {frame:02x?}")
@@ -167,12 +166,4 @@ fn run(program: &XdpProgram, frame: &[u8]) -> Verdict {
     );
     let _: ProgramCounters = c;
     verdict
-}
-
-/// The program keys IPv4 addresses IPv4-mapped; `wire::parse` gives them as IPv4.
-fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
-    }
 }

@@ -116,14 +116,18 @@ pub enum ParseError {
     /// An IPv6 UDP datagram with checksum 0, which IPv6 forbids (RFC 8200 8.1).
     #[error("IPv6 UDP datagram without checksum")]
     MissingUdpChecksum,
+    /// IPv6 with an IPv4-mapped source or destination (`::ffff:a.b.c.d`), which never appears
+    /// on the wire (RFC 4291 2.5.5.2): it would pass for the IPv4 address it embeds.
+    #[error("IPv6 packet with an IPv4-mapped address")]
+    Ipv4MappedAddress,
 }
 
 // A variant added after the last one must grow COUNT and ALL (ParseCounters indexes by it).
-const _: () = assert!(ParseError::MissingUdpChecksum as usize + 1 == ParseError::COUNT);
+const _: () = assert!(ParseError::Ipv4MappedAddress as usize + 1 == ParseError::COUNT);
 
 impl ParseError {
     /// How many reasons there are.
-    pub const COUNT: usize = 11;
+    pub const COUNT: usize = 12;
 
     /// Every reason, in declaration order (`ALL[e as usize] == e`).
     pub const ALL: [ParseError; Self::COUNT] = [
@@ -138,6 +142,7 @@ impl ParseError {
         Self::BadIpChecksum,
         Self::BadUdpChecksum,
         Self::MissingUdpChecksum,
+        Self::Ipv4MappedAddress,
     ];
 
     /// A stable snake_case name for metrics and logs.
@@ -154,6 +159,7 @@ impl ParseError {
             Self::BadIpChecksum => "bad_ip_checksum",
             Self::BadUdpChecksum => "bad_udp_checksum",
             Self::MissingUdpChecksum => "missing_udp_checksum",
+            Self::Ipv4MappedAddress => "ipv4_mapped_address",
         }
     }
 
@@ -354,9 +360,13 @@ fn parse_ipv6(l3: &[u8]) -> Result<IpPart<'_>, ParseError> {
         next if is_ipv6_extension_header(next) => return Err(ParseError::Ipv6ExtensionHeader),
         _ => return Err(ParseError::NotUdp),
     }
+    let (src, dst) = (ip.source_addr(), ip.destination_addr());
+    if src.to_ipv4_mapped().is_some() || dst.to_ipv4_mapped().is_some() {
+        return Err(ParseError::Ipv4MappedAddress);
+    }
     Ok(IpPart {
-        src: IpAddr::V6(ip.source_addr()),
-        dst: IpAddr::V6(ip.destination_addr()),
+        src: IpAddr::V6(src),
+        dst: IpAddr::V6(dst),
         tos: ip.traffic_class(),
         ttl: ip.hop_limit(),
         payload: &l3[IPV6_HEADER_LEN..end],

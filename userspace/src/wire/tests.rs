@@ -697,6 +697,22 @@ fn bad_frames() -> Vec<(&'static str, Vec<u8>, ParseError)> {
         with(&v6, &|f| f[60..62].copy_from_slice(&[0, 0])),
         MissingUdpChecksum,
     );
+    case(
+        "IPv6 to an IPv4-mapped address",
+        with(&v6, &|f| {
+            f[38..48].fill(0);
+            f[48..54].copy_from_slice(&[0xff, 0xff, 198, 18, 0, 1]);
+        }),
+        Ipv4MappedAddress,
+    );
+    case(
+        "IPv6 from an IPv4-mapped address",
+        with(&v6, &|f| {
+            f[22..32].fill(0);
+            f[32..38].copy_from_slice(&[0xff, 0xff, 198, 19, 0, 2]);
+        }),
+        Ipv4MappedAddress,
+    );
     cases
 }
 
