@@ -30,7 +30,7 @@ pub fn draw(results: &Results, path: &Path) -> Result<()> {
     let scenarios: Vec<&str> = results
         .scenarios
         .iter()
-        .filter(|s| s.level == Level::Saturation && s.generator == "client")
+        .filter(|s| s.level == Level::Saturation && s.generator == "client" && s.has_limit())
         .map(|s| s.name.as_str())
         .collect();
     let value = |sc: &str, sv: &str| {

@@ -1,6 +1,7 @@
 //! `cargo xtask bench`: every quixd backend against stock quinn and against the QUIC floor,
 //! at saturation (closed loop), at a light fixed load and for latency at a share of each
-//! server's own saturation rate, interleaved, in one run (issues 8 and 12).
+//! server's own saturation rate, interleaved, in one run (issues 8 and 12); and quixd's own
+//! file serving over HTTP/3 beside the same over hq-interop (issue 16).
 //!
 //! Set-up: two network namespaces joined by veth (198.18.0.0/15, fd00::/8); the server pinned
 //! to CPU 0 and the load generator to CPU 1; threaded NAPI on both veth ends, each end's NAPI
@@ -33,7 +34,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use serde::{Deserialize, Serialize};
 
-use load::{LoadReport, LoadSpec, Pattern};
+use load::{LoadReport, LoadSpec, Pattern, Protocol};
 
 #[derive(Debug, Args)]
 #[command(args_conflicts_with_subcommands = true)]
@@ -47,9 +48,10 @@ pub struct BenchArgs {
     #[arg(long)]
     runs: Option<usize>,
     /// Only these scenarios (repeatable): download, upload, small, handshake,
-    /// handshake-retry, raw (closed loop); download-qperf, upload-qperf, small-qperf (quinn's
-    /// perf client); download-light, upload-light, small-light, handshake-light, raw-light;
-    /// latency-50, latency-90 (need small).
+    /// handshake-retry, raw, files-hq-1k, files-h3-1k, files-hq-1m, files-h3-1m (closed
+    /// loop); download-qperf, upload-qperf, small-qperf (quinn's perf client);
+    /// download-light, upload-light, small-light, handshake-light, raw-light; latency-50,
+    /// latency-90 (need small).
     #[arg(long = "scenario")]
     scenarios: Vec<String>,
     /// Only these servers (repeatable): quinn, quinn-over-io_uring, quinn-over-xdp, socket,
@@ -122,6 +124,9 @@ pub struct Scenario {
     pub what: String,
     pub level: Level,
     pub pattern: Pattern,
+    /// What a request is: perf, or a file over hq-interop or HTTP/3.
+    #[serde(default)]
+    pub protocol: Protocol,
     /// Offered load: bytes/s (download, upload), requests/s, connections/s, datagrams/s;
     /// 0 = closed loop.
     pub rate: f64,
@@ -137,8 +142,12 @@ pub struct Scenario {
     /// What a unit is: "byte", "request", "handshake", "packet".
     pub unit: String,
     /// The server whose cost is the limit ("x floor"): the QUIC floor, or for the raw
-    /// scenario the bare AF_XDP echo.
+    /// scenario the bare AF_XDP echo; empty where there is none (files).
     pub reference: String,
+    /// Instead of a reference server: each server's own figure in this scenario (HTTP/3
+    /// file requests against the same over hq-interop).
+    #[serde(default)]
+    pub reference_scenario: Option<String>,
     /// The load generator: "client" (ours, load.rs) or "quinn-perf-client" (quinn's perf
     /// client logic, quinn_perf.rs).
     #[serde(default = "default_generator")]
@@ -147,6 +156,14 @@ pub struct Scenario {
 
 fn default_generator() -> String {
     "client".into()
+}
+
+impl Scenario {
+    /// Whether a server's cost is the limit here (the floor, the bare AF_XDP echo): the
+    /// summary, the chart and issue 12's targets are about these scenarios.
+    pub fn has_limit(&self) -> bool {
+        !self.reference.is_empty()
+    }
 }
 
 /// The offered light loads (moderate: every server mostly idle).
@@ -161,6 +178,7 @@ fn scenarios() -> Vec<Scenario> {
         what: String::new(),
         level: Level::Saturation,
         pattern,
+        protocol: Protocol::Perf,
         rate: 0.0,
         fraction_of: None,
         connections,
@@ -170,6 +188,7 @@ fn scenarios() -> Vec<Scenario> {
         retry: false,
         unit: unit.into(),
         reference: Server::Floor.name().into(),
+        reference_scenario: None,
         generator: default_generator(),
     };
     let download = base("download", Pattern::Download, 1, 1, 0, "byte");
@@ -220,6 +239,39 @@ fn scenarios() -> Vec<Scenario> {
         retry: true,
         ..handshake.clone()
     };
+    // The same files over hq-interop and HTTP/3, quixd's servers only. No floor serves
+    // files: each server's h3 figure is compared with its own hq figure.
+    let files = FILES.iter().flat_map(|&(size, connections, streams)| {
+        let name = move |p: Protocol| format!("files-{}-{}", p.name(), size_name(size));
+        [Protocol::Hq, Protocol::H3].map(|protocol| {
+            let (what, reference_scenario) = match protocol {
+                Protocol::H3 => ("HTTP/3", Some(name(Protocol::Hq))),
+                _ => ("hq-interop (HTTP/0.9)", None),
+            };
+            Scenario {
+                what: format!(
+                    "{what} file requests: a {} file, {connections} connections x {streams} \
+                     streams in flight, closed loop{}",
+                    size_text(size),
+                    reference_scenario
+                        .as_ref()
+                        .map(|r| format!("; the reference is the same server in `{r}`"))
+                        .unwrap_or_default()
+                ),
+                protocol,
+                reference: String::new(),
+                reference_scenario,
+                ..base(
+                    &name(protocol),
+                    Pattern::Requests,
+                    connections,
+                    streams,
+                    size,
+                    "request",
+                )
+            }
+        })
+    });
     vec![
         sat(&download, DOWNLOAD),
         sat(&upload, UPLOAD),
@@ -233,6 +285,10 @@ fn scenarios() -> Vec<Scenario> {
             ),
             ..raw.clone()
         },
+    ]
+    .into_iter()
+    .chain(files)
+    .chain([
         quinn_perf(&download, DOWNLOAD),
         quinn_perf(&upload, UPLOAD),
         quinn_perf(&small, SMALL),
@@ -243,7 +299,41 @@ fn scenarios() -> Vec<Scenario> {
         light(&raw, RAW, LIGHT_PACKETS),
         latency(50),
         latency(90),
-    ]
+    ])
+    .collect()
+}
+
+/// The file scenarios: file size, connections, streams in flight per connection. 1 KiB
+/// files are loaded as `small`; 1 MiB files with fewer in flight.
+const FILES: [(u64, usize, usize); 2] = [(1024, 4, 16), (1 << 20, 2, 2)];
+
+/// The file scenarios' document root, in the bench's work folder (which is emptied at every
+/// start); the config's relative paths are resolved against that folder.
+const FILE_ROOT: &str = "www";
+
+/// Writes the document root: one file per size in [`FILES`], named by [`load::file_path`].
+fn write_files(work: &Path) -> Result<()> {
+    let root = work.join(FILE_ROOT);
+    std::fs::create_dir_all(&root)?;
+    for (size, ..) in FILES {
+        let data: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+        let name = load::file_path(size);
+        std::fs::write(root.join(name.trim_start_matches('/')), data)?;
+    }
+    Ok(())
+}
+
+/// "1k", "1m": a file size in scenario names.
+fn size_name(size: u64) -> String {
+    match size {
+        s if s >= 1 << 20 => format!("{}m", s >> 20),
+        s => format!("{}k", s >> 10),
+    }
+}
+
+/// "1 KiB", "1 MiB".
+fn size_text(size: u64) -> String {
+    size_name(size).replace('k', " KiB").replace('m', " MiB")
 }
 
 /// "150 MB/s", "12k/s".
@@ -287,13 +377,15 @@ impl Server {
     ];
 
     /// Whether this server takes part in `scenario`: QUIC servers in the QUIC scenarios,
-    /// quixd's backends and the bare AF_XDP echo in the raw one.
+    /// quixd's backends and the bare AF_XDP echo in the raw one, quixd's backends alone in
+    /// the file scenarios (stock quinn and the floor serve only perf).
     pub fn serves(self, scenario: &Scenario) -> bool {
         let raw = scenario.pattern == Pattern::RawEcho;
+        let perf = !raw && !scenario.protocol.files();
         match self {
-            Server::Quinn | Server::QuinnXdp | Server::QuinnIoUring => !raw,
+            Server::Quinn | Server::QuinnXdp | Server::QuinnIoUring => perf,
             // The floor's client runs in its process: only our generator.
-            Server::Floor => !raw && scenario.generator == default_generator(),
+            Server::Floor => perf && scenario.generator == default_generator(),
             Server::BareXdp => raw,
             _ => true,
         }
@@ -461,6 +553,7 @@ fn bench(args: BenchArgs, root: &Path) -> Result<()> {
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(work.join("logs"))?;
     quic::write_cert(&work)?;
+    write_files(&work)?;
 
     let all = scenarios();
     let scenarios: Vec<Scenario> = if args.scenarios.is_empty() {
@@ -728,6 +821,7 @@ impl Ctx<'_> {
     fn spec(&self, scenario: &Scenario, config: &Path, rate: f64) -> LoadSpec {
         LoadSpec {
             pattern: scenario.pattern,
+            protocol: scenario.protocol,
             server: (self.net.server_v4, 4433).into(),
             bind: (self.net.client_v4, 0).into(),
             cert_dir: self.work.to_path_buf(),
@@ -761,7 +855,8 @@ impl Ctx<'_> {
         s += &format!("backend = \"{backend}\"\ndrain_timeout_ms = 200\n\n");
         s += "[tls]\ncert = \"cert.pem\"\nkey = \"key.pem\"\n\n";
         s += &format!("[transport]\nretry = {retry}\n\n");
-        s += "[apps.perf]\nalpn = [\"perf\"]\n";
+        s += "[apps.perf]\nalpn = [\"perf\"]\n\n";
+        s += &format!("[apps.hq]\nroot = \"{FILE_ROOT}\"\n\n[apps.h3]\nroot = \"{FILE_ROOT}\"\n");
         if let Some((attach, transmit)) = attach {
             s += &format!(
                 "\n[xdp]\ninterface = \"{}\"\nattach = \"{attach}\"\ntransmit = \"{transmit}\"\n",
@@ -955,4 +1050,48 @@ pub fn ensure_tool(command: &str, package: &str) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The file scenarios: hq beside h3 for each size, served by quixd's own servers only,
+    /// and each reference scenario listed before the scenario it serves (the report
+    /// summarizes in order).
+    #[test]
+    fn file_scenarios() {
+        let all = scenarios();
+        for (i, sc) in all.iter().enumerate() {
+            if let Some(of) = &sc.reference_scenario {
+                assert!(all[..i].iter().any(|s| s.name == *of), "{}: {of}", sc.name);
+            }
+        }
+        let files: Vec<&Scenario> = all.iter().filter(|s| s.protocol.files()).collect();
+        let names: Vec<&str> = files.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(
+            names,
+            ["files-hq-1k", "files-h3-1k", "files-hq-1m", "files-h3-1m"]
+        );
+        for sc in files {
+            let servers: Vec<&str> = Server::ALL
+                .iter()
+                .filter(|s| s.serves(sc))
+                .map(|s| s.name())
+                .collect();
+            assert_eq!(
+                servers,
+                [
+                    "socket",
+                    "io_uring",
+                    "xdp-skb",
+                    "xdp-driver",
+                    "xdp-driver-afxdp-tx"
+                ],
+                "{}",
+                sc.name
+            );
+            assert!(!sc.has_limit(), "{}", sc.name);
+        }
+    }
 }

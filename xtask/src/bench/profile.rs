@@ -252,7 +252,7 @@ fn categorize(server: Server, comm: &str, dso: &str, kernel: bool, sym: &str) ->
         "bn_mul",
         "rustls",
     ];
-    // The perf protocol's server side in each server.
+    // The perf protocol's server side in each server (quixd's: every app, hq and h3 too).
     let app = match server {
         Server::Quinn | Server::QuinnXdp | Server::QuinnIoUring => {
             ["bench::quinn_server"].as_slice()
@@ -306,7 +306,8 @@ pub fn markdown(profiles: &[Profile]) -> String {
          runs), split by the symbol each sample landed in (self time, no call graphs). Shares \
          are of the server's own samples (its threads, its veth NAPI kthread, interrupts; idle \
          and other processes left out). **Datapath share** = everything outside quinn-proto, \
-         crypto and the application (the perf protocol's server side): kernel networking, \
+         crypto and the application (the perf protocol's server side; in the file scenarios \
+         quixd's hq and h3 apps): kernel networking, \
          wake-ups and scheduling, the datapath's userspace (quixd's driver loop and backend; \
          stock quinn's endpoint driver, tokio and quinn-udp; the floor's channels), copies and \
          allocation (which include quinn-proto's own: without call graphs they cannot be told \

@@ -10,6 +10,8 @@ use quinn_proto::{TransportConfig, VarInt};
 use quixd::config::{Config, Transport};
 use rustls::pki_types::CertificateDer;
 
+use super::load::Protocol;
+
 pub const ALPN: &[u8] = b"perf";
 pub const SERVER_NAME: &str = "localhost";
 
@@ -58,11 +60,12 @@ pub fn endpoint_config(config: &Config) -> Result<quinn_proto::EndpointConfig> {
 }
 
 /// The load generator's client config: trusts our certificate, offers only
-/// TLS_AES_128_GCM_SHA256, never resumes (every handshake is a full one), windows and MTU as
-/// the server's.
+/// TLS_AES_128_GCM_SHA256 and `protocol`'s ALPN, never resumes (every handshake is a full one),
+/// windows and MTU as the server's.
 pub fn client_config(
     cert: CertificateDer<'static>,
     t: &Transport,
+    protocol: Protocol,
 ) -> Result<quinn_proto::ClientConfig> {
     let mut provider = rustls::crypto::ring::default_provider();
     provider.cipher_suites = vec![rustls::crypto::ring::cipher_suite::TLS13_AES_128_GCM_SHA256];
@@ -72,14 +75,14 @@ pub fn client_config(
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_root_certificates(roots)
         .with_no_client_auth();
-    tls.alpn_protocols = vec![ALPN.to_vec()];
+    tls.alpn_protocols = vec![protocol.alpn().to_vec()];
     tls.resumption = rustls::client::Resumption::disabled();
     let crypto =
         QuicClientConfig::try_from(tls).context("client TLS config not usable for QUIC")?;
     let mut client = quinn_proto::ClientConfig::new(Arc::new(crypto));
     let mut transport = server_transport(t, true);
     transport.max_concurrent_bidi_streams(VarInt::from_u32(0));
-    transport.max_concurrent_uni_streams(VarInt::from_u32(0));
+    transport.max_concurrent_uni_streams(VarInt::from_u32(protocol.peer_uni_streams()));
     client.transport_config(Arc::new(transport));
     Ok(client)
 }

@@ -111,6 +111,12 @@ pub fn client_main(spec_json: &str) -> Result<()> {
             spec.pattern
         );
     }
+    if spec.protocol.files() {
+        bail!(
+            "quinn's perf client speaks perf only, not {}",
+            spec.protocol.name()
+        );
+    }
     let meter = Meter {
         server_thread_clock: None,
         server_pid: spec.server_pid,

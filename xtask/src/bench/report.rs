@@ -65,7 +65,8 @@ pub struct Summary {
     pub cost: Option<Spread>,
     /// Median per_cpu_s over stock quinn's median.
     pub vs_quinn: Option<f64>,
-    /// Median cost as a multiple of the reference's (floor's) median cost.
+    /// Median cost as a multiple of the reference's median cost: the floor's, the bare echo's,
+    /// or (HTTP/3 files) the same server's in the reference scenario (hq-interop).
     pub x_floor: Option<f64>,
     /// Units per second of CPU 0's busy time (cross-check).
     pub per_core_s: Option<Spread>,
@@ -161,19 +162,25 @@ impl Results {
                 .filter(|sv| sv.serves(sc))
                 .map(|sv| summarize(sc, sv.name(), &records))
                 .collect();
-            let median_of = |cells: &[Summary], name: &str| {
+            let median_of = |cells: &[Summary], scenario: &str, server: &str| {
                 cells
                     .iter()
-                    .find(|c| c.server == name)
+                    .find(|c| c.scenario == scenario && c.server == server)
                     .and_then(|c| c.per_cpu_s)
                     .map(|s| s.median)
             };
-            let quinn = median_of(&cells, "quinn");
-            let floor = median_of(&cells, &sc.reference);
+            let quinn = median_of(&cells, &sc.name, "quinn");
+            let floor = median_of(&cells, &sc.name, &sc.reference);
             for c in &mut cells {
+                // The reference server's figure, or this server's own in the reference
+                // scenario (summarized before this one).
+                let reference = match &sc.reference_scenario {
+                    Some(of) => median_of(&summaries, of, &c.server),
+                    None => floor,
+                };
                 if let Some(m) = c.per_cpu_s.map(|s| s.median) {
                     c.vs_quinn = quinn.filter(|q| *q > 0.0).map(|q| m / q);
-                    c.x_floor = floor.filter(|_| m > 0.0).map(|f| f / m);
+                    c.x_floor = reference.filter(|_| m > 0.0).map(|f| f / m);
                 }
             }
             summaries.extend(cells);
@@ -296,7 +303,8 @@ impl Results {
              NAPI kthread, from schedstat in nanoseconds (the floor: its server thread's CPU \
              clock over its work sections). *x quinn*: that median over stock quinn's (higher is better). *x floor*: \
              the server's cost per unit as a multiple of the floor's (1.0 is the limit; lower is \
-             better; raw: *x bare*, of the bare AF_XDP echo). *datapath share*: from the \
+             better; raw: *x bare*, of the bare AF_XDP echo; HTTP/3 files: *x hq*, of the same \
+             server's cost for the same file over hq-interop). *datapath share*: from the \
              profile at saturation (see \"Where the time goes\"). *CPU 0*: the server core's busy \
              share. *CPU 1*: the load generator's core (max over runs); `SAT` marks runs where \
              it was >= 95% busy: at saturation that is expected (the load generator is the \
@@ -310,6 +318,7 @@ impl Results {
         for sc in self.of_level(Level::Saturation) {
             s += &self.table(sc);
         }
+        s += &self.against_section();
         s += &self.latency_section();
         let _ = writeln!(
             s,
@@ -365,7 +374,7 @@ impl Results {
     fn headline(&self) -> String {
         let mut rows = Vec::new();
         for sc in self.of_level(Level::Saturation) {
-            if sc.generator != "client" {
+            if sc.generator != "client" || !sc.has_limit() {
                 continue;
             }
             let mut row = format!("| {} |", sc.name);
@@ -412,6 +421,10 @@ impl Results {
             let _ = writeln!(s, "{r}");
         }
         s += "\n";
+        if self.scenarios.iter().any(|sc| sc.protocol.files()) {
+            s += "File requests have no floor and no stock quinn: see \"HTTP/3 vs \
+                  hq-interop\" below.\n\n";
+        }
         s
     }
 
@@ -489,7 +502,8 @@ impl Results {
         let _ = writeln!(
             s,
             "- Load generators that ran: {}. Ours (`xtask bench client`) is quinn 0.11 on a \
-             current-thread tokio runtime speaking quinn's perf protocol; open-loop schedules \
+             current-thread tokio runtime speaking quinn's perf protocol (in the file \
+             scenarios hq-interop or HTTP/3, below); open-loop schedules \
              use tokio timers (1 ms granularity; latency counts from when the schedule issued a \
              request, so waiting for a free stream slot is included); requests that find too \
              many waiting (4x the stream slots; for handshakes, 32 connections in flight) are \
@@ -528,6 +542,9 @@ impl Results {
             st.floor_us.0, st.floor_us.1
         );
         s += METHOD_RAW;
+        if self.scenarios.iter().any(|sc| sc.protocol.files()) {
+            s += METHOD_FILES;
+        }
         s
     }
 
@@ -551,70 +568,84 @@ impl Results {
         (own, core)
     }
 
-    /// One scenario's table.
+    /// The name of a scenario's reference column: "x floor", "x bare", "x hq" (its reference
+    /// scenario's protocol); none where it has no reference.
+    fn reference_column(&self, sc: &Scenario) -> Option<String> {
+        match (&sc.reference_scenario, sc.reference.as_str()) {
+            (Some(of), _) => Some(format!(
+                "x {}",
+                self.scenarios
+                    .iter()
+                    .find(|s| s.name == *of)
+                    .map_or(of.as_str(), |s| s.protocol.name())
+            )),
+            (None, "") => None,
+            (None, "floor") => Some("x floor".into()),
+            (None, _) => Some("x bare".into()),
+        }
+    }
+
+    /// One scenario's table; *x quinn* only where stock quinn ran, the reference column only
+    /// where there is a reference.
     fn table(&self, sc: &Scenario) -> String {
         let mut s = String::new();
         let _ = writeln!(s, "### {}\n\n{}\n", sc.name, sc.what);
-        let x_ref = if sc.reference == "floor" {
-            "x floor"
-        } else {
-            "x bare"
-        };
+        let quinn = self.summary(&sc.name, "quinn").is_some();
+        let x_ref = self.reference_column(sc);
         let lat = sc.unit != "byte";
         let sat = sc.level == Level::Saturation;
-        let _ = write!(
+        let mut head = vec![
+            "server".to_string(),
+            format!("{} per server CPU-s", unit_plural(&sc.unit)),
+            format!("cost per {}", sc.unit),
+        ];
+        head.extend(quinn.then(|| "x quinn".to_string()));
+        head.extend(x_ref.clone());
+        head.extend(sat.then(|| "datapath share".to_string()));
+        head.extend(["achieved/s", "CPU 0", "CPU 1"].map(String::from));
+        if lat {
+            head.extend(["p50", "p99"].map(String::from));
+        }
+        head.push("runs".into());
+        let _ = writeln!(
             s,
-            "| server | {} per server CPU-s | cost per {} | x quinn | {x_ref} |{} achieved/s | CPU 0 | CPU 1 |",
-            unit_plural(&sc.unit),
-            sc.unit,
-            if sat { " datapath share |" } else { "" }
+            "| {} |\n|{}",
+            head.join(" | "),
+            "---|".repeat(head.len())
         );
-        if lat {
-            s += " p50 | p99 |";
-        }
-        s += " runs |\n|---|---|---|---|---|---|---|---|---|";
-        if sat {
-            s += "---|";
-        }
-        if lat {
-            s += "---|---|";
-        }
-        s += "\n";
         for (name, _) in &self.servers {
             let Some(c) = self.summary(&sc.name, name) else {
                 continue;
             };
-            let _ = write!(
-                s,
-                "| {} | {} | {} | {} | {} |",
-                name,
+            let ratio = |x: Option<f64>| x.map(|x| format!("{x:.2}")).unwrap_or("-".into());
+            let mut row = vec![
+                name.clone(),
                 c.per_cpu_s
                     .map(|p| fmt_spread(p, |x| fmt_units(x, &sc.unit)))
                     .unwrap_or("-".into()),
                 c.cost
                     .map(|p| fmt_cost(p.median, &sc.unit))
                     .unwrap_or("-".into()),
-                c.vs_quinn.map(|x| format!("{x:.2}")).unwrap_or("-".into()),
-                c.x_floor.map(|x| format!("{x:.2}")).unwrap_or("-".into()),
-            );
-            if sat {
-                let _ = write!(
-                    s,
-                    " {} |",
-                    self.profile(&sc.name, name)
-                        .map(|p| format!("{:.0}%", p.datapath_share()))
-                        .unwrap_or("-".into())
-                );
-            }
-            let _ = write!(
-                s,
-                " {} | {} | {}{} |",
+            ];
+            row.extend(quinn.then(|| ratio(c.vs_quinn)));
+            row.extend(x_ref.as_ref().map(|_| ratio(c.x_floor)));
+            row.extend(sat.then(|| {
+                self.profile(&sc.name, name)
+                    .map(|p| format!("{:.0}%", p.datapath_share()))
+                    .unwrap_or("-".into())
+            }));
+            row.push(
                 c.achieved_rate
                     .map(|p| fmt_units(p.median, &sc.unit))
                     .unwrap_or("-".into()),
+            );
+            row.push(
                 c.server_core_busy
                     .map(|p| format!("{:.0}%", p.median * 100.0))
                     .unwrap_or("-".into()),
+            );
+            row.push(format!(
+                "{}{}",
                 c.client_core_busy
                     .map(|p| format!("{:.0}%", p.max * 100.0))
                     .unwrap_or("-".into()),
@@ -623,25 +654,21 @@ impl Results {
                 } else {
                     String::new()
                 }
-            );
+            ));
             if lat {
-                let _ = write!(
-                    s,
-                    " {} | {} |",
-                    c.p50_us.map(|p| fmt_us(p.median)).unwrap_or("-".into()),
-                    c.p99_us.map(|p| fmt_us(p.median)).unwrap_or("-".into())
-                );
+                row.push(c.p50_us.map(|p| fmt_us(p.median)).unwrap_or("-".into()));
+                row.push(c.p99_us.map(|p| fmt_us(p.median)).unwrap_or("-".into()));
             }
-            let _ = writeln!(
-                s,
-                " {}{} |",
+            row.push(format!(
+                "{}{}",
                 c.runs_ok,
                 if c.runs_failed > 0 {
                     format!(" ({} failed)", c.runs_failed)
                 } else {
                     String::new()
                 }
-            );
+            ));
+            let _ = writeln!(s, "| {} |", row.join(" | "));
         }
         s += &self.notes(sc);
         s += "\n";
@@ -673,6 +700,72 @@ impl Results {
         } else {
             format!("\n{}\n", notes.join("\n"))
         }
+    }
+
+    /// Each server's figure in the scenarios compared with another scenario (HTTP/3 files)
+    /// beside its figure in that one (hq-interop), and the ratio.
+    fn against_section(&self) -> String {
+        let pairs: Vec<(&Scenario, &Scenario)> = self
+            .scenarios
+            .iter()
+            .filter_map(|sc| {
+                let of = sc.reference_scenario.as_ref()?;
+                Some((self.scenarios.iter().find(|s| s.name == *of)?, sc))
+            })
+            .collect();
+        if pairs.is_empty() {
+            return String::new();
+        }
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "### HTTP/3 vs hq-interop\n\nThe same files from the same document root, loaded \
+             the same way (connections and streams in flight as in each scenario above), over \
+             HTTP/0.9 (`hq-interop`) and over HTTP/3 (`h3`), on quixd's own servers (stock \
+             quinn and the floor serve no files, so there is no limit to compare with: the \
+             reference of each h3 scenario is the same server's hq figure). Requests per server \
+             CPU-second, medians; *h3 / hq*: the h3 figure over the hq one (1.00: an HTTP/3 \
+             request costs the server as much as an HTTP/0.9 one; below 1.00, HTTP/3's framing, \
+             QPACK headers and control stream cost extra).\n"
+        );
+        let mut head = vec!["server".to_string()];
+        for (hq, h3) in &pairs {
+            head.push(format!("`{}`", hq.name));
+            head.push(format!("`{}`", h3.name));
+            head.push(format!("{} / {}", h3.protocol.name(), hq.protocol.name()));
+        }
+        let _ = writeln!(
+            s,
+            "| {} |\n|{}",
+            head.join(" | "),
+            "---|".repeat(head.len())
+        );
+        let median = |sc: &Scenario, server: &str| {
+            self.summary(&sc.name, server)
+                .and_then(|c| c.per_cpu_s)
+                .map(|p| p.median)
+        };
+        for (name, _) in &self.servers {
+            if pairs.iter().all(|(hq, h3)| {
+                self.summary(&hq.name, name).is_none() && self.summary(&h3.name, name).is_none()
+            }) {
+                continue;
+            }
+            let mut row = vec![name.clone()];
+            for (hq, h3) in &pairs {
+                let (a, b) = (median(hq, name), median(h3, name));
+                let units = |x: Option<f64>| x.map_or("-".into(), |x| fmt_units(x, &h3.unit));
+                row.push(units(a));
+                row.push(units(b));
+                row.push(match (a, b) {
+                    (Some(a), Some(b)) if a > 0.0 => format!("{:.2}", b / a),
+                    _ => "-".into(),
+                });
+            }
+            let _ = writeln!(s, "| {} |", row.join(" | "));
+        }
+        s += "\n";
+        s
     }
 
     /// Latency at 50% and 90% of each server's own saturation rate.
@@ -902,7 +995,7 @@ impl Results {
         };
         for sc in self.of_level(Level::Saturation) {
             // raw has no QUIC: all of it is datapath by definition.
-            if sc.generator != "client" || sc.name.starts_with("raw") {
+            if sc.generator != "client" || !sc.has_limit() || sc.name.starts_with("raw") {
                 continue;
             }
             row(
@@ -1153,6 +1246,21 @@ the server has started (XDP attached), and each end's `napi/<dev>-N` kthread is 
 server's to CPU 0 and the client's to CPU 1, the same for every server; `threaded` is reset after \
 each run. So the server's receive processing (veth NAPI, XDP, the UDP stack or the AF_XDP copy) \
 runs in the server side's NAPI kthread on the server's core, and the client's on its own.
+";
+
+const METHOD_FILES: &str = "\
+- The file scenarios (`files-*`) run on quixd's own servers only: stock quinn, its variants and \
+the floor serve perf, not files. The bench writes a document root (`target/bench/www`: a 1 KiB \
+and a 1 MiB file) and quixd serves it with `[apps.hq]` and `[apps.h3]` (beside perf), through \
+its file reader threads (`apps.file_readers`, 4: threads of the server process, pinned to CPU 0 \
+with it and charged to it). Our load generator requests the file in every stream slot, closed \
+loop. hq-interop (ALPN `hq-interop`): a bidirectional stream, `GET /path\\r\\n`, FIN, the \
+response read to its end. HTTP/3 (ALPN `h3`): the `h3` and `h3-quinn` crates' client (0.0.8, \
+0.0.10), one h3 connection per QUIC connection and every request on a clone of its \
+`SendRequest` (the client lets the server open 3 unidirectional streams: control and QPACK). \
+A response of the wrong length, or over HTTP/3 a status other than 200, counts as an error. \
+There is no floor for files: the reference of each h3 scenario is the same server's figure in \
+the hq scenario of the same file (*x hq*), and \"HTTP/3 vs hq-interop\" sets them side by side.
 ";
 
 const METHOD_RAW: &str = "\
