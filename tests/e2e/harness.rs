@@ -930,13 +930,23 @@ pub async fn connect(
     cfg: &quinn::ClientConfig,
     server: SocketAddr,
 ) -> quinn::Connection {
+    connect_within(ep, cfg, server, Duration::from_secs(10)).await
+}
+
+/// Connects (full handshake), bounded by `limit`.
+pub async fn connect_within(
+    ep: &quinn::Endpoint,
+    cfg: &quinn::ClientConfig,
+    server: SocketAddr,
+    limit: Duration,
+) -> quinn::Connection {
     let connecting = ep
         .connect_with(cfg.clone(), server, "localhost")
         .expect("connect_with");
-    match tokio::time::timeout(Duration::from_secs(10), connecting).await {
+    match tokio::time::timeout(limit, connecting).await {
         Ok(Ok(c)) => c,
         Ok(Err(e)) => panic!("connection to {server} failed: {e:?}"),
-        Err(_) => panic!("handshake with {server} did not complete within 10 s"),
+        Err(_) => panic!("handshake with {server} did not complete within {limit:?}"),
     }
 }
 

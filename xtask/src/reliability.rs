@@ -6,7 +6,7 @@
 //! `QUIXD_RELIABILITY_OUT` set, so each appends the figures it measured (one JSON line per
 //! figure, `tests/e2e/harness.rs: record`). The fuzz smoke (`.ci/fuzz`) adds executions and
 //! corpus sizes. The report says what passed, the figures, and what was lost: a failed test is
-//! named there, and the command fails.
+//! named there, and the command fails (each suite's output stays in target/reliability/).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -123,15 +123,17 @@ struct FuzzRun {
 pub fn run(args: ReliabilityArgs) -> Result<()> {
     let root = crate::workspace_root();
     let out_dir = args.out.clone().unwrap_or_else(|| root.clone());
-    let scratch = std::env::temp_dir().join(format!("quixd-reliability-{}", std::process::id()));
-    std::fs::create_dir_all(&scratch)?;
-    let figures_path = scratch.join("figures.jsonl");
+    // Each suite's whole output stays here, for the failures' details.
+    let logs = root.join("target/reliability");
+    let _ = std::fs::remove_dir_all(&logs);
+    std::fs::create_dir_all(&logs)?;
+    let figures_path = logs.join("figures.jsonl");
     let started = std::time::Instant::now();
 
     let mut runs = Vec::new();
     for suite in SUITES {
         eprintln!("== {}", suite.what);
-        runs.push(run_suite(&root, suite, &figures_path));
+        runs.push(run_suite(&root, suite, &figures_path, &logs));
     }
     let fuzz = if args.fuzz_seconds > 0 {
         eprintln!("== fuzzing, {} s per target", args.fuzz_seconds);
@@ -140,7 +142,6 @@ pub fn run(args: ReliabilityArgs) -> Result<()> {
         Vec::new()
     };
     let figures = read_figures(&figures_path)?;
-    let _ = std::fs::remove_dir_all(&scratch);
 
     let report = render(&runs, &figures, &fuzz, args.fuzz_seconds, started.elapsed());
     let path = out_dir.join("RELIABILITY.md");
@@ -153,7 +154,7 @@ pub fn run(args: ReliabilityArgs) -> Result<()> {
     Ok(())
 }
 
-fn run_suite<'a>(root: &Path, suite: &'a Suite, figures: &Path) -> SuiteRun<'a> {
+fn run_suite<'a>(root: &Path, suite: &'a Suite, figures: &Path, logs: &Path) -> SuiteRun<'a> {
     let output = Command::new("cargo")
         .arg("test")
         .args(suite.cargo)
@@ -174,6 +175,14 @@ fn run_suite<'a>(root: &Path, suite: &'a Suite, figures: &Path) -> SuiteRun<'a> 
         }
     };
     let stdout = String::from_utf8_lossy(&output.stdout);
+    let log = logs.join(format!("{}.log", suite.filters.join("+").replace("::", "")));
+    let _ = std::fs::write(
+        &log,
+        format!(
+            "{stdout}\n--- stderr ---\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        ),
+    );
     let outcomes = parse_outcomes(&stdout);
     let failed_named = outcomes.iter().any(|o| !o.passed);
     let error = if !output.status.success() && !failed_named {
@@ -195,6 +204,9 @@ fn run_suite<'a>(root: &Path, suite: &'a Suite, figures: &Path) -> SuiteRun<'a> 
             if o.passed { "ok    " } else { "FAILED" },
             o.name
         );
+    }
+    if !output.status.success() {
+        eprintln!("  (output in {})", log.display());
     }
     SuiteRun {
         suite,

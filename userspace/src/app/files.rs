@@ -31,10 +31,13 @@ pub const DEFAULT_READERS: usize = 4;
 /// A file operation a handler asks for.
 #[derive(Debug)]
 pub enum FileOp {
-    /// Open `relative` under the canonical `root` with the hq rules ([`hq::open_file`]).
+    /// Open `relative` under the canonical `root` with the hq rules ([`hq::open_file`]);
+    /// with `prefetch`, read the file's first chunk too (a small file then costs one trip to
+    /// a reader thread, not two).
     Open {
         root: Arc<PathBuf>,
         relative: PathBuf,
+        prefetch: bool,
     },
     /// Read `len` bytes at `offset` (fewer only where the file ends).
     Read {
@@ -51,13 +54,15 @@ pub struct Opened {
     pub meta: Metadata,
     /// Its canonical path (a directory's index.html), for the content type.
     pub path: PathBuf,
+    /// The first chunk, when asked for ([`FileBody::with_first`] takes it).
+    pub first: Option<io::Result<Bytes>>,
 }
 
 /// The result of a [`FileOp`].
 #[derive(Debug)]
 pub enum FileDone {
     /// The file, or the stream code to refuse the request with (hq's codes).
-    Opened(Result<Opened, VarInt>),
+    Opened(Result<Box<Opened>, VarInt>),
     Read(io::Result<Bytes>),
 }
 
@@ -65,13 +70,20 @@ impl FileOp {
     /// Performs the operation on the calling thread (a pool thread).
     pub fn run(self) -> FileDone {
         match self {
-            FileOp::Open { root, relative } => FileDone::Opened(
-                hq::open_file(&root, &relative).map(|(file, meta, path)| Opened {
+            FileOp::Open {
+                root,
+                relative,
+                prefetch,
+            } => FileDone::Opened(hq::open_file(&root, &relative).map(|(file, meta, path)| {
+                let first =
+                    prefetch.then(|| read_at(&file, 0, meta.len().min(CHUNK as u64) as usize));
+                Box::new(Opened {
                     file: Arc::new(file),
                     meta,
                     path,
-                }),
-            ),
+                    first,
+                })
+            })),
             FileOp::Read { file, offset, len } => FileDone::Read(read_at(&file, offset, len)),
         }
     }
@@ -267,6 +279,17 @@ impl FileBody {
         }
     }
 
+    /// The whole file from its start, with its first chunk if it came with the open.
+    pub fn with_first(file: Arc<File>, len: u64, first: Option<io::Result<Bytes>>) -> Self {
+        let mut body = Self::new(file, 0, len);
+        if let Some(first) = first {
+            if len > 0 {
+                body.on_read(first);
+            }
+        }
+        body
+    }
+
     /// The next read to ask for, if one is due: none in flight, at most one chunk waiting.
     pub fn next_op(&mut self) -> Option<FileOp> {
         if self.reading || self.failed || self.unread == 0 || !self.ready.is_empty() {
@@ -359,6 +382,7 @@ mod tests {
             FileOp::Open {
                 root,
                 relative: "f".into(),
+                prefetch: true,
             },
         );
         let mut opened = None;
@@ -368,8 +392,11 @@ mod tests {
                 FileDone::Read(_) => unreachable!(),
             });
         }
-        let opened = opened.unwrap();
+        let mut opened = opened.unwrap();
         assert_eq!(opened.meta.len(), data.len() as u64);
+        let mut body =
+            FileBody::with_first(opened.file.clone(), opened.meta.len(), opened.first.take());
+        assert_eq!(drain_body(&mut client, &mut body), data, "prefetched");
         for (start, len) in [
             (0, data.len()),
             (1, 70_000),
@@ -414,6 +441,7 @@ mod tests {
             FileOp::Open {
                 root: Arc::new(dir.path().canonicalize().unwrap()),
                 relative: "f".into(),
+                prefetch: false,
             },
         );
         let deadline = std::time::Instant::now() + Duration::from_secs(10);

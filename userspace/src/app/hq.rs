@@ -152,6 +152,7 @@ impl HqStream {
                 self.open = Some(FileOp::Open {
                     root: self.root.clone(),
                     relative,
+                    prefetch: true,
                 });
                 self.state = State::Opening;
             }
@@ -202,8 +203,9 @@ impl Handler for HqStream {
     fn on_file(&mut self, done: FileDone) {
         match (&mut self.state, done) {
             (State::Opening, FileDone::Opened(Ok(opened))) => {
+                let opened = *opened;
                 let len = opened.meta.len();
-                self.state = State::Sending(FileBody::new(opened.file, 0, len));
+                self.state = State::Sending(FileBody::with_first(opened.file, len, opened.first));
             }
             (State::Opening, FileDone::Opened(Err(code))) => {
                 tracing::debug!(code = code.into_inner(), "hq request refused");

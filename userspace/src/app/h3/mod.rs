@@ -612,18 +612,29 @@ impl Request {
                 return self.respond_error(400, "Bad Request", is_head)
             }
         };
+        // A plain GET sends the file from its start: its first chunk comes with the open.
+        let prefetch = !is_head
+            && head.range.is_none()
+            && head.if_none_match.is_none()
+            && head.if_modified_since.is_none();
         self.open = Some(FileOp::Open {
             root: config.root.clone(),
             relative: path,
+            prefetch,
         });
         self.state = ReqState::Opening(head);
     }
 
     /// Answers with the file (or a 304, 416, or the error opening it).
-    fn on_opened(&mut self, head: &Head, opened: Result<Opened, VarInt>) {
+    fn on_opened(&mut self, head: &Head, opened: Result<Box<Opened>, VarInt>) {
         let is_head = head.method == "HEAD";
-        let Opened { file, meta, path } = match opened {
-            Ok(opened) => opened,
+        let Opened {
+            file,
+            meta,
+            path,
+            first,
+        } = match opened {
+            Ok(opened) => *opened,
             Err(c) if c == hq::NOT_FOUND => return self.respond_error(404, "Not Found", is_head),
             Err(c) if c == hq::FORBIDDEN => return self.respond_error(403, "Forbidden", is_head),
             Err(_) => return self.respond_error(500, "Internal Server Error", is_head),
@@ -695,7 +706,12 @@ impl Request {
         if is_head || count == 0 {
             return self.respond(fields, None);
         }
-        self.respond(fields, Some(FileBody::new(file, start, count)));
+        let body = if start == 0 && count == len {
+            FileBody::with_first(file, len, first)
+        } else {
+            FileBody::new(file, start, count)
+        };
+        self.respond(fields, Some(body));
     }
 
     fn respond(&mut self, fields: qpack::Encoder, body: Option<FileBody>) {
