@@ -25,6 +25,10 @@ mod perf;
 
 use files::{FileDone, FileOp};
 
+#[cfg(all(target_os = "linux", any(test, feature = "fuzzing")))]
+pub use h3::fuzz as h3_fuzz;
+#[cfg(all(target_os = "linux", test))]
+pub use h3::fuzz_seeds as h3_fuzz_seeds;
 pub use hq::{parse_request, RequestError};
 
 /// What a handler has to send next.

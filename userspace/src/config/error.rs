@@ -24,10 +24,11 @@ impl fmt::Display for Location {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("{}: cannot read config file: {source}", file.display())]
+    // The cause is in the message, not a `source`: error chains print it once.
+    #[error("{}: cannot read config file: {cause}", file.display())]
     Read {
         file: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("{location}: {}{message}", field.as_ref().map(|f| format!("field `{f}`: ")).unwrap_or_default())]
     Invalid {

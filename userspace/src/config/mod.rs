@@ -416,9 +416,9 @@ impl Config {
     /// Reads, parses and validates a config file. Relative paths in it are resolved against
     /// the file's directory.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let src = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let src = std::fs::read_to_string(path).map_err(|cause| ConfigError::Read {
             file: path.to_owned(),
-            source,
+            cause,
         })?;
         Self::parse(path, &src)
     }

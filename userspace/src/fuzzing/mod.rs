@@ -12,7 +12,8 @@
 //! - [`hq_request`]: an hq-interop request (`GET /path`);
 //! - [`config`]: a TOML config file;
 //! - [`cid`]: a QUIC-LB layout and a connection ID ([`cid_input`] describes the layout);
-//! - [`cmsg`]: an io_uring recvmsg buffer and its control messages.
+//! - [`cmsg`]: an io_uring recvmsg buffer and its control messages;
+//! - [`h3`]: the h3 app's request and peer streams and its QPACK decoder.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Component, Path};
@@ -177,6 +178,15 @@ pub fn repair_checksums(frame: &[u8]) -> Option<Vec<u8>> {
     };
     f[l4 + 6..l4 + 8].copy_from_slice(&c.to_be_bytes());
     Some(f)
+}
+
+// ---------------------------------------------------------------------------------------------
+// HTTP/3
+
+/// The h3 app on any bytes: request streams, peer unidirectional streams and QPACK field
+/// sections (see `app::h3::fuzz` for the input's layout and the properties).
+pub fn h3(data: &[u8]) {
+    crate::app::h3_fuzz(data);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -16,13 +16,14 @@ use crate::driver::cid::{CidLayout, QuicLb};
 use crate::wire::{header_len, write_frame, FrameHeader};
 
 /// The cargo-fuzz targets, as named in `fuzz/Cargo.toml`.
-pub const TARGETS: [&str; 6] = [
+pub const TARGETS: [&str; 7] = [
     "wire",
     "xdp_differential",
     "hq_request",
     "config",
     "cid",
     "cmsg",
+    "h3",
 ];
 
 fn corpus_dir(target: &str) -> PathBuf {
@@ -39,6 +40,7 @@ pub fn seeds(target: &str) -> Vec<(String, Vec<u8>)> {
         "config" => configs(),
         "cid" => cids(),
         "cmsg" => cmsgs(),
+        "h3" => crate::app::h3_fuzz_seeds(),
         _ => panic!("no target {target}"),
     }
 }
@@ -440,6 +442,7 @@ fn replay(target: &str, data: &[u8]) {
         "config" => super::config(data),
         "cid" => super::cid(data),
         "cmsg" => super::cmsg(data),
+        "h3" => super::h3(data),
         _ => panic!("no target {target}"),
     }
 }

@@ -997,3 +997,187 @@ fn content_type(path: &std::path::Path) -> &'static str {
 
 #[cfg(test)]
 mod tests;
+
+/// The fuzz harness of the h3 app ([`crate::fuzzing::h3`]): `data`'s first byte picks what
+/// the rest is fed to, in pieces split at the next bytes' values:
+///
+/// - 0: a request stream (then FIN), its file operations run against a root that does not
+///   exist: never panics, ends (reset or finish) within a bounded number of outputs, and what
+///   it sends is well-formed frames (a HEADERS frame whose fields our decoder reads back);
+/// - 1: a peer's unidirectional stream (control, QPACK, unknown types): never panics;
+/// - else: a QPACK field section: never panics, and fields it decodes encode (with our
+///   encoder) and decode back to the same fields.
+#[cfg(all(target_os = "linux", any(test, feature = "fuzzing")))]
+pub fn fuzz(data: &[u8]) {
+    let Some((&which, rest)) = data.split_first() else {
+        return;
+    };
+    let config = Arc::new(H3Config {
+        root: Arc::new(PathBuf::from("/nonexistent/quixd-fuzz-root")),
+        max_field_section_size: 4096,
+    });
+    let app = H3App::new(config);
+    // Pieces: each starts with its length byte (the last takes what is left).
+    let pieces = || {
+        let mut rest = rest;
+        std::iter::from_fn(move || {
+            let (&n, tail) = rest.split_first()?;
+            let n = usize::from(n).min(tail.len());
+            let (piece, after) = tail.split_at(n);
+            rest = after;
+            Some(Bytes::copy_from_slice(piece))
+        })
+    };
+    match which {
+        0 => {
+            let mut req = Request::new(app.shared.clone());
+            for piece in pieces() {
+                req.on_data(piece);
+            }
+            req.on_fin();
+            let mut out = Vec::new();
+            for _ in 0..64 {
+                if let Some(op) = req.take_file_op() {
+                    req.on_file(op.run());
+                    continue;
+                }
+                match req.next_output() {
+                    Output::Chunk(c) => out.extend_from_slice(&c),
+                    Output::Finish | Output::Reset(_) => break,
+                    Output::Pending => panic!("a finished request waits for nothing"),
+                }
+            }
+            let mut reader = FrameReader::default();
+            reader.push(&out);
+            while let Some(event) = reader.next(|_| Some(1 << 20)).expect("our own frames") {
+                if let Event::Frame {
+                    ty: frame::HEADERS,
+                    payload,
+                } = event
+                {
+                    qpack::Decoder::default()
+                        .decode(&payload, 1 << 20)
+                        .expect("our own field section");
+                }
+            }
+            assert!(reader.at_boundary(), "a response frame cut short");
+        }
+        1 => {
+            let mut uni = PeerUni::new(app.shared.clone());
+            for piece in pieces() {
+                uni.on_data(piece);
+            }
+            uni.on_fin();
+            let _ = uni.next_output();
+        }
+        _ => {
+            let Ok(fields) = qpack::Decoder::default().decode(rest, 1 << 16) else {
+                return;
+            };
+            let mut enc = qpack::Encoder::default();
+            let mut ok = true;
+            for (name, value) in &fields {
+                match (std::str::from_utf8(name), std::str::from_utf8(value)) {
+                    (Ok(n), Ok(v)) => {
+                        enc.field(n, v);
+                    }
+                    // Our encoder takes text; binary fields are checked by decoding only.
+                    _ => ok = false,
+                }
+            }
+            if ok {
+                let again = qpack::Decoder::default()
+                    .decode(&enc.finish(), 1 << 20)
+                    .expect("our own encoding decodes");
+                assert_eq!(again, fields, "QPACK round trip");
+            }
+        }
+    }
+}
+
+/// Seeds for [`fuzz`]: requests a client sends (split in pieces), peer streams, field sections.
+#[cfg(all(target_os = "linux", test))]
+pub fn fuzz_seeds() -> Vec<(String, Vec<u8>)> {
+    // `which`, then pieces of at most 255 bytes, each after its length.
+    let input = |which: u8, bytes: &[u8], piece: usize| {
+        let mut out = vec![which];
+        for chunk in bytes.chunks(piece.clamp(1, 255)) {
+            out.push(chunk.len() as u8);
+            out.extend_from_slice(chunk);
+        }
+        out
+    };
+    let request = |fields: &[(&str, &str)]| {
+        let mut enc = qpack::Encoder::default();
+        for (n, v) in fields {
+            enc.field(n, v);
+        }
+        enc.finish()
+    };
+    let get = |path: &str, extra: &[(&str, &str)]| {
+        let mut fields = vec![
+            (":method", "GET"),
+            (":scheme", "https"),
+            (":authority", "localhost"),
+            (":path", path),
+        ];
+        fields.extend_from_slice(extra);
+        frame::encode_frame(frame::HEADERS, &request(&fields))
+    };
+    let mut settings = Vec::new();
+    for (id, value) in [(SETTING_QPACK_MAX_TABLE_CAPACITY, 0), (0x21, 7)] {
+        frame::write_varint(&mut settings, id);
+        frame::write_varint(&mut settings, value);
+    }
+    let mut control = Vec::new();
+    frame::write_varint(&mut control, STREAM_CONTROL);
+    control.extend_from_slice(&frame::encode_frame(frame::SETTINGS, &settings));
+    control.extend_from_slice(&frame::encode_frame(frame::GOAWAY, &[0]));
+    let mut grease = get("/", &[]);
+    grease.splice(0..0, frame::encode_frame(0x21, b"grease"));
+    let head = frame::encode_frame(
+        frame::HEADERS,
+        &request(&[(":method", "HEAD"), (":scheme", "https"), (":path", "/x")]),
+    );
+    vec![
+        (
+            "request-get".into(),
+            input(0, &get("/index.html", &[]), 255),
+        ),
+        (
+            "request-byte-by-byte".into(),
+            input(0, &get("/a/b", &[]), 1),
+        ),
+        (
+            "request-range".into(),
+            input(0, &get("/f", &[("range", "bytes=5-9")]), 7),
+        ),
+        (
+            "request-conditional".into(),
+            input(0, &get("/f", &[("if-none-match", "\"x\"")]), 64),
+        ),
+        ("request-head".into(), input(0, &head, 255)),
+        ("request-grease".into(), input(0, &grease, 255)),
+        (
+            "request-truncated".into(),
+            input(0, &get("/", &[])[..5], 255),
+        ),
+        ("control-stream".into(), input(1, &control, 3)),
+        (
+            "qpack-encoder-stream".into(),
+            input(1, &[0x02, 0x3f, 0xe1, 0x1f], 255),
+        ),
+        (
+            "grease-stream".into(),
+            input(1, &[0x40, 0x21, 1, 2, 3], 255),
+        ),
+        (
+            "qpack-fields".into(),
+            [
+                &[2u8][..],
+                &request(&[(":status", "200"), ("x-custom", "Value")]),
+            ]
+            .concat(),
+        ),
+    ]
+}
