@@ -43,6 +43,7 @@ mod config;
 mod download;
 mod errors;
 mod files;
+mod flood;
 mod handshake;
 mod http3;
 mod metrics;
