@@ -447,11 +447,8 @@ impl Driver {
         }
         if self.retry && !incoming.remote_address_validated() {
             let counters = &mut self.counters;
-            tx.push_with(|buf| match endpoint.retry(incoming, buf) {
-                Ok(t) => {
-                    counters.retries_sent += 1;
-                    Some(tx_meta(&t, local_port))
-                }
+            let queued = tx.push_with(|buf| match endpoint.retry(incoming, buf) {
+                Ok(t) => Some(tx_meta(&t, local_port)),
                 Err(e) => {
                     // Only when the client already bears a Retry token: drop it silently.
                     counters.accept_errors += 1;
@@ -459,6 +456,8 @@ impl Driver {
                     None
                 }
             });
+            // A Retry dropped on a full batch counts as tx_dropped_full, not as sent.
+            counters.retries_sent += u64::from(queued);
             return;
         }
         let server_config = self.server_config.clone();
