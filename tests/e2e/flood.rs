@@ -27,14 +27,14 @@
 //! this process (two at once on a 2-core machine would measure each other).
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use crate::harness::*;
 use crate::metrics::{http_get, metrics_addr, sum};
-use crate::netns::TestNet;
+use crate::netns::{PacketSocket, TestNet};
 
 e2e_tests!(
     [socket_netns = SocketNetns, io_uring_netns = IoUringNetns, xdp_driver = XdpDriver] {
@@ -410,37 +410,6 @@ fn neighbours_for_spoofed(fx: &Fixture, client_mac: [u8; 6]) {
     net.server(&["ip", "-batch", &path.display().to_string()]);
 }
 
-/// An AF_PACKET socket on the client's veth end (made in the client namespace), and the
-/// address to send its frames to. The socket closes when the returned fd drops.
-fn packet_socket(net: &TestNet) -> (OwnedFd, libc::sockaddr_ll) {
-    let ifname = std::ffi::CString::new(net.client_if.as_str()).unwrap();
-    net.in_client(move || {
-        // SAFETY: socket(2) takes no pointers; the fd is owned right below.
-        let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0) };
-        assert!(
-            fd >= 0,
-            "AF_PACKET socket: {}",
-            std::io::Error::last_os_error()
-        );
-        // SAFETY: a new fd from the kernel, owned by nothing else.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        // SAFETY: a NUL-terminated name that outlives the call.
-        let index = unsafe { libc::if_nametoindex(ifname.as_ptr()) };
-        assert_ne!(
-            index,
-            0,
-            "if_nametoindex: {}",
-            std::io::Error::last_os_error()
-        );
-        // SAFETY: all-zero is a valid sockaddr_ll (plain integers and arrays).
-        let mut to: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-        to.sll_family = libc::AF_PACKET as u16;
-        to.sll_ifindex = index as i32;
-        to.sll_halen = 6;
-        (fd, to)
-    })
-}
-
 /// What the flood sender did.
 #[derive(Debug)]
 struct FloodReport {
@@ -453,8 +422,7 @@ struct FloodReport {
 
 /// Sends `frames` through `socket`, evenly paced over [`FLOOD_TIME`] (in 1 ms steps), then
 /// closes the socket. Blocking: run it on a thread of its own.
-fn send_flood(socket: (OwnedFd, libc::sockaddr_ll), frames: &[Vec<u8>]) -> FloodReport {
-    let (fd, to) = socket;
+fn send_flood(socket: PacketSocket, frames: &[Vec<u8>]) -> FloodReport {
     let started = Instant::now();
     let mut retried = 0;
     for (i, frame) in frames.iter().enumerate() {
@@ -464,29 +432,14 @@ fn send_flood(socket: (OwnedFd, libc::sockaddr_ll), frames: &[Vec<u8>]) -> Flood
             std::thread::sleep(due - now);
         }
         let mut attempts = 0;
-        loop {
-            // SAFETY: `frame` and `to` are valid for the lengths given and outlive the call.
-            let rc = unsafe {
-                libc::sendto(
-                    fd.as_raw_fd(),
-                    frame.as_ptr().cast(),
-                    frame.len(),
-                    0,
-                    (&to as *const libc::sockaddr_ll).cast(),
-                    std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
-                )
-            };
-            if rc == frame.len() as isize {
-                break;
-            }
-            let err = std::io::Error::last_os_error();
+        while let Err(err) = socket.send(frame) {
             let transient = matches!(
                 err.raw_os_error(),
                 Some(libc::ENOBUFS | libc::EAGAIN | libc::EINTR)
             );
             assert!(
                 transient && attempts < 1000,
-                "AF_PACKET sendto of Initial {i}: {rc} ({err}, after {attempts} retries)"
+                "AF_PACKET sendto of Initial {i}: {err} (after {attempts} retries)"
             );
             attempts += 1;
             retried += 1;
@@ -494,7 +447,7 @@ fn send_flood(socket: (OwnedFd, libc::sockaddr_ll), frames: &[Vec<u8>]) -> Flood
         }
     }
     let ended = Instant::now();
-    drop(fd);
+    drop(socket);
     FloodReport {
         sent: frames.len(),
         retried,
@@ -525,7 +478,11 @@ async fn build_flood(fx: &Fixture, server: SocketAddr) -> Vec<Vec<u8>> {
 /// Starts sending `frames` on a thread of its own; the socket is made first (so a failure to
 /// make it fails here).
 fn start_flood(fx: &Fixture, frames: Vec<Vec<u8>>) -> tokio::task::JoinHandle<FloodReport> {
-    let socket = packet_socket(fx.net.as_ref().expect("the flood runs over veth"));
+    let socket = fx
+        .net
+        .as_ref()
+        .expect("the flood runs over veth")
+        .client_packet_socket();
     tokio::task::spawn_blocking(move || send_flood(socket, &frames))
 }
 
@@ -753,11 +710,11 @@ async fn retry_keeps_no_state_under_a_handshake_flood(t: Backend) {
         )
         .await;
         // Every Initial is accounted for, and each one that reached QUIC got a Retry (the
-        // real client's first Initial one too).
+        // real client's too: a few, when it resent its Initial before the Retry came).
         let min_reached = (MIN_REACHED_RETRY * report.sent as f64) as u64;
         assert_accounted(report.sent, reached, dropped, min_reached, &grew);
         assert!(
-            grew.retries as f64 >= 0.99 * reached as f64 && grew.retries <= reached + 1,
+            grew.retries as f64 >= 0.99 * reached as f64 && grew.retries <= reached + 3,
             "{} Retries for {reached} flooding Initials that reached QUIC ({} sent): {grew:?}",
             grew.retries,
             report.sent

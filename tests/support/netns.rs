@@ -8,7 +8,7 @@
 
 use std::fs::File;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, FromRawFd};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
@@ -247,6 +247,37 @@ impl TestNet {
         assert_eq!(rc, 0, "setns {ns}: {}", std::io::Error::last_os_error());
     }
 
+    /// An AF_PACKET raw socket on the client's veth end (made in the client namespace), for
+    /// frames the client's stack would never send; see [`send_frame`].
+    pub fn client_packet_socket(&self) -> PacketSocket {
+        let ifname = std::ffi::CString::new(self.client_if.as_str()).unwrap();
+        self.in_client(move || {
+            // SAFETY: socket(2) takes no pointers; the fd is owned right below.
+            let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0) };
+            assert!(
+                fd >= 0,
+                "AF_PACKET socket: {}",
+                std::io::Error::last_os_error()
+            );
+            // SAFETY: a new fd from the kernel, owned by nothing else.
+            let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+            // SAFETY: a NUL-terminated name that outlives the call.
+            let index = unsafe { libc::if_nametoindex(ifname.as_ptr()) };
+            assert_ne!(
+                index,
+                0,
+                "if_nametoindex: {}",
+                std::io::Error::last_os_error()
+            );
+            // SAFETY: all-zero is a valid sockaddr_ll (plain integers and arrays).
+            let mut to: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+            to.sll_family = libc::AF_PACKET as u16;
+            to.sll_ifindex = index as i32;
+            to.sll_halen = 6;
+            PacketSocket { fd, to }
+        })
+    }
+
     /// Runs `f` on a new thread inside the client namespace and returns its result.
     pub fn in_client<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
         let ns = self.client_ns.clone();
@@ -283,5 +314,37 @@ impl Drop for TestNet {
 impl Default for TestNet {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+/// An AF_PACKET raw socket bound to no protocol, and the interface its frames leave by
+/// ([`TestNet::client_packet_socket`]). Closed on drop.
+pub struct PacketSocket {
+    fd: std::os::fd::OwnedFd,
+    to: libc::sockaddr_ll,
+}
+
+impl PacketSocket {
+    /// Sends one whole Ethernet frame (its checksums as given).
+    pub fn send(&self, frame: &[u8]) -> std::io::Result<()> {
+        // SAFETY: `frame` and `self.to` are valid for the lengths given and outlive the call.
+        let rc = unsafe {
+            libc::sendto(
+                self.fd.as_raw_fd(),
+                frame.as_ptr().cast(),
+                frame.len(),
+                0,
+                (&self.to as *const libc::sockaddr_ll).cast(),
+                std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+            )
+        };
+        match rc {
+            n if n == frame.len() as isize => Ok(()),
+            n if n >= 0 => Err(std::io::Error::other(format!(
+                "sent {n} of {} bytes",
+                frame.len()
+            ))),
+            _ => Err(std::io::Error::last_os_error()),
+        }
     }
 }

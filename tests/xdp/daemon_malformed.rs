@@ -21,14 +21,14 @@
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::daemon::{
-    bounded, client, connect, get, in_ns, ip_xdp, listen_both, mac, random_bytes, runtime, Quixd,
-    Site, MODES, PORT,
+    bounded, client, connect, get, ip_xdp, listen_both, mac, random_bytes, runtime, Quixd, Site,
+    MODES, PORT,
 };
 use crate::netns::{privileged, TestNet};
 
@@ -185,56 +185,6 @@ fn frames(net: &TestNet, wire: &Wire) -> Vec<(&'static str, Vec<u8>)> {
     ]
 }
 
-/// An AF_PACKET raw socket on `ifname`, made in namespace `ns`.
-fn packet_socket(ns: &str, ifname: &str) -> (OwnedFd, libc::sockaddr_ll) {
-    let ifname = std::ffi::CString::new(ifname).unwrap();
-    in_ns(ns, move || {
-        // SAFETY: plain socket calls; the fd is owned right away.
-        let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0) };
-        assert!(
-            fd >= 0,
-            "AF_PACKET socket: {}",
-            std::io::Error::last_os_error()
-        );
-        // SAFETY: a new fd from the kernel.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        // SAFETY: a NUL-terminated name.
-        let index = unsafe { libc::if_nametoindex(ifname.as_ptr()) };
-        assert_ne!(
-            index,
-            0,
-            "if_nametoindex: {}",
-            std::io::Error::last_os_error()
-        );
-        // SAFETY: all-zero is a valid sockaddr_ll.
-        let mut to: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-        to.sll_family = libc::AF_PACKET as u16;
-        to.sll_ifindex = index as i32;
-        to.sll_halen = 6;
-        (fd, to)
-    })
-}
-
-fn send_frame(fd: &OwnedFd, to: &libc::sockaddr_ll, frame: &[u8]) {
-    // SAFETY: sendto with a valid buffer and address, both outliving the call.
-    let sent = unsafe {
-        libc::sendto(
-            fd.as_raw_fd(),
-            frame.as_ptr().cast(),
-            frame.len(),
-            0,
-            (to as *const libc::sockaddr_ll).cast(),
-            std::mem::size_of::<libc::sockaddr_ll>() as u32,
-        )
-    };
-    assert_eq!(
-        sent,
-        frame.len() as isize,
-        "AF_PACKET sendto: {}",
-        std::io::Error::last_os_error()
-    );
-}
-
 /// The server namespace's kernel counters from /proc/net/snmp and /proc/net/netstat, named
 /// like `Ip.ReasmReqds` and `IpExt.InTruncatedPkts`.
 fn kernel_counters(net: &TestNet) -> BTreeMap<String, i64> {
@@ -291,7 +241,7 @@ fn malformed_frames_during_download(attach: &str, keyword: &str, transmit: &str)
         src_mac: mac(&net, &net.client_ns, &net.client_if),
     };
     let frames = frames(&net, &wire);
-    let (fd, to) = packet_socket(&net.client_ns, &net.client_if);
+    let socket = net.client_packet_socket();
     let kernel_before = kernel_counters(&net);
 
     let downloaded = Arc::new(AtomicU64::new(0));
@@ -305,7 +255,9 @@ fn malformed_frames_during_download(attach: &str, keyword: &str, transmit: &str)
         let at_start = progress.load(Ordering::Relaxed);
         for _ in 0..EACH {
             for (_, frame) in &frames {
-                send_frame(&fd, &to, frame);
+                socket
+                    .send(frame)
+                    .unwrap_or_else(|e| panic!("AF_PACKET sendto: {e}"));
             }
             std::thread::sleep(Duration::from_micros(500));
         }
