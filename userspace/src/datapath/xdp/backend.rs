@@ -149,8 +149,6 @@ pub struct XdpDatapath {
     ports: Vec<u16>,
     local_addrs: Vec<SocketAddr>,
     rx_slab: FrameBatch,
-    mtu: usize,
-    src_mac: [u8; 6],
     next_tx: usize,
     /// Send through the guard socket (GSO) instead of AF_XDP.
     tx_via_kernel: bool,
@@ -284,8 +282,6 @@ impl XdpDatapath {
             guard,
             guard_ready: true,
             guard_turns: 0,
-            mtu: neighbors.mtu() as usize,
-            src_mac: neighbors.mac(),
             neighbors,
             program,
             primary,
@@ -344,7 +340,7 @@ impl Datapath for XdpDatapath {
     fn capabilities(&self) -> Capabilities {
         // The largest UDP payload that fits the MTU with an IPv6 header, and a 2 KiB frame.
         let frame_room = super::socket::RX_FRAME_ROOM as usize - 14 - 4;
-        let max_payload = self.mtu.min(frame_room) - 48;
+        let max_payload = (self.neighbors.mtu() as usize).min(frame_room) - 48;
         let max_tx_segments = if self.tx_via_kernel {
             self.guard.capabilities().max_tx_segments
         } else {
@@ -435,6 +431,10 @@ impl Datapath for XdpDatapath {
         for xsk in &mut self.xsks {
             xsk.reap();
         }
+        // The interface as it is now (the neighbour watcher follows MTU and address changes):
+        // a frame over the current MTU is dropped (tx_too_big) like a lost packet, and
+        // quinn-proto's black-hole detection lowers its datagram size.
+        let (mtu, src_mac) = (self.neighbors.mtu() as usize, self.neighbors.mac());
         let mut done = 0;
         for slot in batch.queued() {
             let meta = slot.meta;
@@ -465,7 +465,7 @@ impl Datapath for XdpDatapath {
             self.next_tx = (xsk + 1) % n;
             let xsk = &mut self.xsks[xsk];
             let header = FrameHeader {
-                src_mac: self.src_mac,
+                src_mac,
                 dst_mac: hop.mac,
                 vlan: self.vlan,
                 src: SocketAddr::new(src_ip, meta.src_port),
@@ -480,7 +480,7 @@ impl Datapath for XdpDatapath {
             } else {
                 0
             };
-            let max_frame = self.mtu + wire::ETHERNET_HEADER_LEN + vlan_tag;
+            let max_frame = mtu + wire::ETHERNET_HEADER_LEN + vlan_tag;
             for datagram in slot.buf.chunks(segment) {
                 let len = header_len + datagram.len();
                 if len > max_frame {

@@ -77,7 +77,8 @@ impl Xsk {
             .ok()
             .flatten()
             .ok_or_else(|| XskError::NoInterface(interface.into()))?;
-        let attempt = |zero_copy: bool| Self::bind(interface, nic, queue, sizes, zero_copy);
+        let attempt =
+            |zero_copy: bool| Self::bind_retrying(interface, nic, queue, sizes, zero_copy);
         match mode {
             CopyMode::ZeroCopy => attempt(true),
             CopyMode::Copy => attempt(false),
@@ -94,6 +95,41 @@ impl Xsk {
                 }
                 Err(e) => Err(e),
             },
+        }
+    }
+
+    /// [`Xsk::bind`], again for a while on EBUSY: the kernel releases the queue of a socket
+    /// whose process died (a supervisor restarting quixd after `kill -9`) a little after the
+    /// process is gone.
+    fn bind_retrying(
+        interface: &str,
+        nic: xdp::nic::NicIndex,
+        queue: u32,
+        sizes: XskSizes,
+        zero_copy: bool,
+    ) -> Result<Self, XskError> {
+        const PATIENCE: std::time::Duration = std::time::Duration::from_secs(3);
+        let started = std::time::Instant::now();
+        let mut logged = false;
+        loop {
+            match Self::bind(interface, nic, queue, sizes, zero_copy) {
+                Err(XskError::Setup { source, .. })
+                    if source.raw_os_error() == Some(libc::EBUSY)
+                        && started.elapsed() < PATIENCE =>
+                {
+                    if !logged {
+                        tracing::info!(
+                            interface,
+                            queue,
+                            "the queue is still held by an AF_XDP socket (a process that just \
+                             died?): retrying for up to 3 s"
+                        );
+                        logged = true;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                other => return other,
+            }
         }
     }
 
