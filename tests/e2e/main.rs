@@ -42,6 +42,7 @@ mod concurrency;
 mod config;
 mod download;
 mod errors;
+mod faults;
 mod files;
 mod flood;
 mod handshake;

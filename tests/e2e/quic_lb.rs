@@ -9,11 +9,10 @@
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::process::Command;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use crate::harness::*;
-use crate::netns::{privileged, sh, skip_or_fail};
+use crate::netns::{privileged, skip_or_fail, RoutedNet};
 use crate::process::driver_counter;
 
 /// The ruleset's addresses (its defines, used unchanged).
@@ -24,10 +23,11 @@ const CLIENTS: usize = 16;
 /// Port changes of one connection: all of them hashed to its host has a chance of 2^-12.
 const REBINDS: usize = 12;
 
-static NEXT: AtomicU32 = AtomicU32::new(0);
-
-/// The four namespaces and their links; dropping it deletes them (and so the links).
+/// The four namespaces and their links (client, router, two hosts), with the ruleset loaded
+/// in the router; dropping it deletes them (and so the links).
 struct LbNet {
+    /// Held for its drop, which deletes the namespaces.
+    _net: RoutedNet,
     client: String,
     router: String,
     hosts: [String; 2],
@@ -35,69 +35,16 @@ struct LbNet {
 
 impl LbNet {
     fn new() -> Self {
-        let id = format!(
-            "{:x}{:x}",
-            std::process::id() & 0xfffff,
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        );
-        let net = LbNet {
-            client: format!("qxlc{id}"),
-            router: format!("qxlr{id}"),
-            hosts: [format!("qxla{id}"), format!("qxlb{id}")],
-        };
-        for ns in [&net.client, &net.router, &net.hosts[0], &net.hosts[1]] {
-            sh(&["ip", "netns", "add", ns]);
-            net.exec(ns, &["ip", "link", "set", "lo", "up"]);
-        }
-        // (namespace, its end, router's end, subnet's third octet)
-        let links = [
-            (&net.client, format!("qxlc{id}"), format!("qxrc{id}"), 1),
-            (&net.hosts[0], format!("qxla{id}"), format!("qxra{id}"), 2),
-            (&net.hosts[1], format!("qxlb{id}"), format!("qxrb{id}"), 3),
-        ];
-        for (ns, end, router_end, third) in &links {
-            sh(&[
-                "ip",
-                "link",
-                "add",
-                end,
-                "netns",
-                ns,
-                "type",
-                "veth",
-                "peer",
-                "name",
-                router_end,
-                "netns",
-                &net.router,
-            ]);
-            let (mine, gateway) = (format!("198.18.{third}.2/24"), format!("198.18.{third}.1"));
-            net.exec(ns, &["ip", "addr", "add", &mine, "dev", end]);
-            net.exec(ns, &["ip", "link", "set", end, "up"]);
-            net.exec(
-                &net.router,
-                &[
-                    "ip",
-                    "addr",
-                    "add",
-                    &format!("{gateway}/24"),
-                    "dev",
-                    router_end,
-                ],
-            );
-            net.exec(&net.router, &["ip", "link", "set", router_end, "up"]);
-            net.exec(ns, &["ip", "route", "add", "default", "via", &gateway]);
-        }
-        net.exec(&net.router, &["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+        // The client on 198.18.1.0/24, the hosts on .2 and .3: the ruleset's defines.
+        let net = RoutedNet::new("qxl", &[('c', 1), ('a', 2), ('b', 3)]);
         let ruleset = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/quic-lb.nft");
-        net.exec(&net.router, &["nft", "-f", ruleset.to_str().unwrap()]);
-        net
-    }
-
-    fn exec(&self, ns: &str, args: &[&str]) {
-        let mut argv = vec!["ip", "netns", "exec", ns];
-        argv.extend_from_slice(args);
-        sh(&argv);
+        net.router(&["nft", "-f", ruleset.to_str().unwrap()]);
+        LbNet {
+            client: net.sites[0].ns.clone(),
+            router: net.router.clone(),
+            hosts: [net.sites[1].ns.clone(), net.sites[2].ns.clone()],
+            _net: net,
+        }
     }
 
     /// The packet counts of the ruleset's rules, in order.
@@ -115,26 +62,23 @@ impl LbNet {
             ])
             .output()
             .expect("nft list");
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|l| {
-                let rest = &l[l.find("counter packets ")? + "counter packets ".len()..];
-                rest.split_whitespace().next()?.parse().ok()
-            })
-            .collect()
+        nft_counters(&String::from_utf8_lossy(&out.stdout))
     }
 }
 
-impl Drop for LbNet {
-    fn drop(&mut self) {
-        for ns in [&self.client, &self.router, &self.hosts[0], &self.hosts[1]] {
-            let _ = Command::new("ip").args(["netns", "del", ns]).output();
-        }
-    }
+/// The packet counts of the `counter` statements in `nft list` output, in order.
+pub(crate) fn nft_counters(listing: &str) -> Vec<u64> {
+    listing
+        .lines()
+        .filter_map(|l| {
+            let rest = &l[l.find("counter packets ")? + "counter packets ".len()..];
+            rest.split_whitespace().next()?.parse().ok()
+        })
+        .collect()
 }
 
 /// Why this test cannot run here, if it cannot.
-fn nft_problem() -> Option<&'static str> {
+pub(crate) fn nft_problem() -> Option<&'static str> {
     let found = Command::new("nft").arg("--version").output();
     (!found.is_ok_and(|o| o.status.success())).then_some("needs `nft` (apt-get install nftables)")
 }

@@ -4,12 +4,14 @@
 //! resumed handshake, which carries no Certificate/CertificateVerify).
 //!
 //! The relay lives where the client does ([`ClientSide`]): on loopback, or in the client
-//! namespace of the netns targets, in which case it reaches the daemon over the veth.
+//! namespace of the netns targets, in which case it reaches the daemon over the veth; or in a
+//! router namespace between them. It can also reorder datagrams ([`Reorder`]).
 #![allow(dead_code)]
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tokio::net::UdpSocket;
 
@@ -28,6 +30,73 @@ pub struct PacketStats {
     /// Sum of the Length fields of the server's Handshake packets.
     pub server_handshake_bytes: usize,
     pub version_negotiation: usize,
+    /// Datagrams delivered after later ones ([`Reorder`]), both directions.
+    pub reordered: usize,
+}
+
+/// Deterministic reordering, the same in each direction: every `every`-th datagram is held
+/// back and sent right after the `past` datagrams that follow it (or once nothing else came
+/// for `idle`, so a held datagram at the end of a burst is late, not lost).
+#[derive(Clone, Copy, Debug)]
+pub struct Reorder {
+    pub every: u64,
+    pub past: u64,
+    pub idle: Duration,
+}
+
+/// One direction's reordering state; `T` says where a datagram goes.
+struct Shuffle<T> {
+    rule: Option<Reorder>,
+    seen: u64,
+    /// The datagram held back, where it goes, and how many have overtaken it.
+    held: Option<(Vec<u8>, T, u64)>,
+}
+
+impl<T: Clone> Shuffle<T> {
+    fn new(rule: Option<Reorder>) -> Self {
+        Shuffle {
+            rule,
+            seen: 0,
+            held: None,
+        }
+    }
+
+    /// The datagrams to send now, in order, for `pkt` (to `to`) just received.
+    fn pass(&mut self, pkt: &[u8], to: &T, stats: &Mutex<PacketStats>) -> Vec<(Vec<u8>, T)> {
+        let Some(rule) = self.rule else {
+            return vec![(pkt.to_vec(), to.clone())];
+        };
+        self.seen += 1;
+        if self.held.is_none() && self.seen % rule.every == 0 {
+            self.held = Some((pkt.to_vec(), to.clone(), 0));
+            return Vec::new();
+        }
+        let mut out = vec![(pkt.to_vec(), to.clone())];
+        if let Some((_, _, overtaken)) = &mut self.held {
+            *overtaken += 1;
+            if *overtaken >= rule.past {
+                out.extend(self.release(stats));
+            }
+        }
+        out
+    }
+
+    /// The held datagram, if any, now.
+    fn release(&mut self, stats: &Mutex<PacketStats>) -> Option<(Vec<u8>, T)> {
+        let (pkt, to, overtaken) = self.held.take()?;
+        if overtaken > 0 {
+            stats.lock().unwrap().reordered += 1;
+        }
+        Some((pkt, to))
+    }
+
+    /// How long to wait for the next datagram before releasing the held one.
+    fn idle(&self) -> Duration {
+        match (&self.held, self.rule) {
+            (Some(_), Some(rule)) => rule.idle,
+            _ => Duration::from_secs(3600),
+        }
+    }
 }
 
 pub struct Relay {
@@ -118,6 +187,15 @@ impl Relay {
     /// Starts a relay on `client`'s side in front of `server`; clients (on the same side)
     /// connect to `relay.addr`.
     pub async fn start(client: &ClientSide, server: SocketAddr) -> Relay {
+        Self::start_with(client, server, None).await
+    }
+
+    /// [`Relay::start`], reordering datagrams as `reorder` says, if given.
+    pub async fn start_with(
+        client: &ClientSide,
+        server: SocketAddr,
+        reorder: Option<Reorder>,
+    ) -> Relay {
         let client = client.clone();
         let front = Arc::new(client.bind_tokio_udp(server));
         let addr = front.local_addr().unwrap();
@@ -128,33 +206,34 @@ impl Relay {
             let mut upstreams: HashMap<SocketAddr, Arc<UdpSocket>> = HashMap::new();
             let mut back_tasks = Vec::new();
             let mut buf = vec![0u8; 65536];
+            let mut shuffle = Shuffle::new(reorder);
             loop {
-                let Ok((n, from)) = front.recv_from(&mut buf).await else {
-                    continue;
-                };
-                let pkt = &buf[..n];
-                tally(pkt, false, &mut st.lock().unwrap());
-                let up = match upstreams.get(&from) {
-                    Some(u) => u.clone(),
-                    None => {
-                        let u = Arc::new(client.bind_tokio_udp(server));
-                        u.connect(server).await.expect("connect upstream");
-                        let (u2, front2, st2) = (u.clone(), front.clone(), st.clone());
-                        back_tasks.push(AbortOnDrop(tokio::spawn(async move {
-                            let mut buf = vec![0u8; 65536];
-                            loop {
-                                let Ok(n) = u2.recv(&mut buf).await else {
-                                    continue;
-                                };
-                                tally(&buf[..n], true, &mut st2.lock().unwrap());
-                                let _ = front2.send_to(&buf[..n], from).await;
+                let received = tokio::time::timeout(shuffle.idle(), front.recv_from(&mut buf));
+                let out = match received.await {
+                    // Nothing came for a while: the held datagram goes now.
+                    Err(_) => shuffle.release(&st).into_iter().collect(),
+                    Ok(Err(_)) => continue,
+                    Ok(Ok((n, from))) => {
+                        let up = match upstreams.get(&from) {
+                            Some(u) => u.clone(),
+                            None => {
+                                let u = Arc::new(client.bind_tokio_udp(server));
+                                u.connect(server).await.expect("connect upstream");
+                                let (u2, front2, st2) = (u.clone(), front.clone(), st.clone());
+                                back_tasks.push(AbortOnDrop(tokio::spawn(async move {
+                                    back(u2, front2, from, st2, reorder).await
+                                })));
+                                upstreams.insert(from, u.clone());
+                                u
                             }
-                        })));
-                        upstreams.insert(from, u.clone());
-                        u
+                        };
+                        shuffle.pass(&buf[..n], &up, &st)
                     }
                 };
-                let _ = up.send(pkt).await;
+                for (pkt, up) in out {
+                    tally(&pkt, false, &mut st.lock().unwrap());
+                    let _ = up.send(&pkt).await;
+                }
             }
         });
         Relay { addr, stats, task }
@@ -167,6 +246,30 @@ impl Relay {
     /// Returns the stats so far and resets them.
     pub fn take_stats(&self) -> PacketStats {
         std::mem::take(&mut *self.stats.lock().unwrap())
+    }
+}
+
+/// The server-to-client half for one client (`to`): from its upstream socket `up` back out of
+/// the front socket.
+async fn back(
+    up: Arc<UdpSocket>,
+    front: Arc<UdpSocket>,
+    to: SocketAddr,
+    stats: Arc<Mutex<PacketStats>>,
+    reorder: Option<Reorder>,
+) {
+    let mut buf = vec![0u8; 65536];
+    let mut shuffle = Shuffle::new(reorder);
+    loop {
+        let out = match tokio::time::timeout(shuffle.idle(), up.recv(&mut buf)).await {
+            Err(_) => shuffle.release(&stats).into_iter().collect(),
+            Ok(Err(_)) => continue,
+            Ok(Ok(n)) => shuffle.pass(&buf[..n], &(), &stats),
+        };
+        for (pkt, ()) in out {
+            tally(&pkt, true, &mut stats.lock().unwrap());
+            let _ = front.send_to(&pkt, to).await;
+        }
     }
 }
 

@@ -3,7 +3,9 @@
 //! `TestNet::new()` makes two namespaces, "server" and "client", with a veth pair between them
 //! and addresses from the benchmarking range (198.18.0.0/15) and fd00::/8. Names are unique per
 //! process and call, so tests can run in parallel. Everything is removed on drop, also when a
-//! test panics. Include it with `#[path = "../support/netns.rs"] mod netns;` (adjust the path).
+//! test panics. [`RoutedNet`] puts a router namespace between several namespaces instead (for
+//! a load balancer or a lossy path in the middle). Include it with
+//! `#[path = "../support/netns.rs"] mod netns;` (adjust the path).
 #![allow(dead_code)]
 
 use std::fs::File;
@@ -346,5 +348,108 @@ impl PacketSocket {
             ))),
             _ => Err(std::io::Error::last_os_error()),
         }
+    }
+}
+
+/// One namespace of a [`RoutedNet`], linked to the router by a veth pair of its own.
+#[derive(Clone, Debug)]
+pub struct Site {
+    pub ns: String,
+    /// Its end of the link, and the router's end.
+    pub ifname: String,
+    pub router_if: String,
+    /// Its address, 198.18.N.2/24, and the router's on the same link, 198.18.N.1: its default
+    /// gateway.
+    pub v4: Ipv4Addr,
+    pub gateway: Ipv4Addr,
+}
+
+/// Namespaces joined through a router namespace (IPv4 forwarding on): each site has a veth
+/// pair to the router and the subnet 198.18.N.0/24 (N given per site), with a default route
+/// through the router. veth's defaults otherwise (TX checksum offload on). Names are unique
+/// per process and call; everything is removed on drop, also when a test panics.
+pub struct RoutedNet {
+    pub router: String,
+    pub sites: Vec<Site>,
+}
+
+impl RoutedNet {
+    /// `prefix` (3 letters) names this kind of network; `sites` are (a letter naming the site,
+    /// the third octet of its subnet). Names are `{prefix}{letter}{id}` (namespace and the
+    /// site's end), `{prefix}r{id}` (router) and `{prefix}{letter}r{id}` (the router's end).
+    pub fn new(prefix: &str, sites: &[(char, u8)]) -> Self {
+        let id = format!(
+            "{:x}{:x}",
+            std::process::id() & 0xfffff,
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        let mut net = RoutedNet {
+            router: format!("{prefix}r{id}"),
+            sites: Vec::new(),
+        };
+        // From here on, Drop cleans up whatever was made.
+        sh(&["ip", "netns", "add", &net.router]);
+        net.exec(&net.router, &["ip", "link", "set", "lo", "up"]);
+        net.exec(&net.router, &["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+        for &(letter, third) in sites {
+            let site = Site {
+                ns: format!("{prefix}{letter}{id}"),
+                ifname: format!("{prefix}{letter}{id}"),
+                router_if: format!("{prefix}{letter}r{id}"),
+                v4: Ipv4Addr::new(198, 18, third, 2),
+                gateway: Ipv4Addr::new(198, 18, third, 1),
+            };
+            sh(&["ip", "netns", "add", &site.ns]);
+            net.sites.push(site.clone());
+            net.exec(&site.ns, &["ip", "link", "set", "lo", "up"]);
+            sh(&[
+                "ip",
+                "link",
+                "add",
+                &site.ifname,
+                "netns",
+                &site.ns,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &site.router_if,
+                "netns",
+                &net.router,
+            ]);
+            let mine = format!("{}/24", site.v4);
+            net.exec(&site.ns, &["ip", "addr", "add", &mine, "dev", &site.ifname]);
+            net.exec(&site.ns, &["ip", "link", "set", &site.ifname, "up"]);
+            let gateway = format!("{}/24", site.gateway);
+            net.exec(
+                &net.router,
+                &["ip", "addr", "add", &gateway, "dev", &site.router_if],
+            );
+            net.exec(&net.router, &["ip", "link", "set", &site.router_if, "up"]);
+            let via = site.gateway.to_string();
+            net.exec(&site.ns, &["ip", "route", "add", "default", "via", &via]);
+        }
+        net
+    }
+
+    /// Runs a command inside namespace `ns`, panicking when it fails.
+    pub fn exec(&self, ns: &str, args: &[&str]) -> Output {
+        let mut full = vec!["ip", "netns", "exec", ns];
+        full.extend_from_slice(args);
+        sh(&full)
+    }
+
+    /// Runs a command inside the router namespace, panicking when it fails.
+    pub fn router(&self, args: &[&str]) -> Output {
+        self.exec(&self.router, args)
+    }
+}
+
+impl Drop for RoutedNet {
+    fn drop(&mut self) {
+        for site in &self.sites {
+            sh_quiet(&["ip", "netns", "del", &site.ns]);
+        }
+        sh_quiet(&["ip", "netns", "del", &self.router]);
     }
 }

@@ -21,7 +21,9 @@ use neli::types::Buffer;
 use neli::utils::Groups;
 use neli::{FromBytesWithInput, Size, ToBytes};
 
-use super::{align4, parse_u32, request_error, rtattrs, unbuildable, RequestError, Rtnl};
+use super::{
+    align4, parse_u32, push_rtattr, request_error, rtattrs, unbuildable, RequestError, Rtnl,
+};
 use crate::datapath::xdp::neighbor::table::{LinkInfo, Mac, Route, RouteKind, Snapshot, Update};
 use crate::datapath::xdp::neighbor::NeighborError;
 use crate::datapath::xdp::sys::poll::{self as sys, Ready};
@@ -51,6 +53,12 @@ const NDA_LLADDR: u16 = 2;
 /// NUD_VALID, entries it would send to without resolving first.
 const NUD_VALID: u16 = 0x02 | 0x04 | 0x08 | 0x10 | 0x40 | 0x80;
 const NTF_PROXY: u8 = 0x08;
+/// "Mark the entry used, as a packet sent through it would": a STALE entry starts the
+/// kernel's reachability check (DELAY, then probes).
+const NTF_USE: u8 = 0x01;
+const NUD_STALE: u16 = 0x04;
+/// `struct ndmsg`: family, padding, ifindex, state, flags, type.
+const NDMSG_LEN: usize = 12;
 
 const IFLA_ADDRESS: u16 = 1;
 const IFLA_IFNAME: u16 = 3;
@@ -69,6 +77,8 @@ const RTNLGRP_IPV6_ROUTE: u32 = 11;
 const EVENT_RCVBUF: usize = 4 << 20;
 /// Pause before retrying a failed re-dump.
 const RESYNC_RETRY: Duration = Duration::from_millis(200);
+/// How often the watcher asks the kernel to confirm stale neighbours.
+const STALE_CHECK: Duration = Duration::from_secs(1);
 
 /// Turns neli's socket error into ours, for operation `op`.
 fn socket_error(op: &'static str, e: SocketError) -> NeighborError {
@@ -217,20 +227,56 @@ impl Dumper {
         Ok(routes)
     }
 
+    /// The neighbours of interface `ifindex` the kernel holds as STALE: their address is
+    /// probably right, but the kernel will not check it unless it sends through them itself,
+    /// which it does not for frames that leave through AF_XDP.
+    pub fn stale_neighbors(&mut self, ifindex: u32) -> Result<Vec<IpAddr>, NeighborError> {
+        const OP: &str = "dump neighbours (RTM_GETNEIGH)";
+        let mut stale = Vec::new();
+        for family in [RtAddrFamily::Inet, RtAddrFamily::Inet6] {
+            for (ty, payload) in self.dump(OP, Rtm::Getneigh, || neighbor_request(family))? {
+                if ty == RTM_NEWNEIGH {
+                    if let Some((ip, _, state)) = parse_neighbor_state(payload.as_ref(), ifindex)
+                        .map_err(|e| malformed(OP, e))?
+                    {
+                        if state & NUD_STALE != 0 {
+                            stale.push(ip);
+                        }
+                    }
+                }
+            }
+        }
+        Ok(stale)
+    }
+
+    /// Marks neighbour `ip` of interface `ifindex` used (`NTF_USE`), so the kernel confirms
+    /// its address: after its delay it probes, and an answer from a new MAC address updates
+    /// the entry (and, through its event, our mirror).
+    pub fn use_neighbor(&mut self, ifindex: u32, ip: IpAddr) -> Result<(), NeighborError> {
+        const OP: &str = "mark a neighbour used (RTM_NEWNEIGH, NTF_USE)";
+        let mut bytes = vec![0u8; NDMSG_LEN];
+        bytes[0] = if ip.is_ipv4() {
+            libc::AF_INET as u8
+        } else {
+            libc::AF_INET6 as u8
+        };
+        bytes[4..8].copy_from_slice(&(ifindex as i32).to_ne_bytes());
+        bytes[10] = NTF_USE;
+        match ip {
+            IpAddr::V4(v4) => push_rtattr(&mut bytes, NDA_DST, &v4.octets()),
+            IpAddr::V6(v6) => push_rtattr(&mut bytes, NDA_DST, &v6.octets()),
+        }
+        self.rtnl
+            .request(Rtm::Newneigh, NlmF::ACK, || Ok(Buffer::from(bytes.clone())))
+            .map(|_| ())
+            .map_err(|e| request_failed(OP, e))
+    }
+
     pub fn neighbors(&mut self, ifindex: u32) -> Result<Vec<(IpAddr, Mac)>, NeighborError> {
         const OP: &str = "dump neighbours (RTM_GETNEIGH)";
         let mut neighbors = Vec::new();
         for family in [RtAddrFamily::Inet, RtAddrFamily::Inet6] {
-            let req = || {
-                NdmsgBuilder::default()
-                    .ndm_family(family)
-                    .ndm_index(0)
-                    .ndm_state(0.into())
-                    .ndm_type(Rtn::Unspec)
-                    .build()
-                    .map_err(unbuildable)
-            };
-            for (ty, payload) in self.dump(OP, Rtm::Getneigh, req)? {
+            for (ty, payload) in self.dump(OP, Rtm::Getneigh, || neighbor_request(family))? {
                 if ty == RTM_NEWNEIGH {
                     if let Some((ip, Some(mac))) =
                         parse_neighbor(payload.as_ref(), ifindex).map_err(|e| malformed(OP, e))?
@@ -377,9 +423,28 @@ fn parse_route(payload: &[u8], ifindex: u32) -> Result<Option<Route>, DeError> {
     }))
 }
 
+/// A neighbour dump request for one address family.
+fn neighbor_request(family: RtAddrFamily) -> Result<Ndmsg, RequestError> {
+    NdmsgBuilder::default()
+        .ndm_family(family)
+        .ndm_index(0)
+        .ndm_state(0.into())
+        .ndm_type(Rtn::Unspec)
+        .build()
+        .map_err(unbuildable)
+}
+
 /// A neighbour entry of interface `ifindex`: its address and, when usable (NUD_VALID, with a
 /// 6-byte link-layer address), its MAC. `None` for other interfaces, families and proxies.
 fn parse_neighbor(payload: &[u8], ifindex: u32) -> Result<Option<(IpAddr, Option<Mac>)>, DeError> {
+    Ok(parse_neighbor_state(payload, ifindex)?.map(|(ip, mac, _)| (ip, mac)))
+}
+
+/// [`parse_neighbor`] with the entry's NUD state.
+fn parse_neighbor_state(
+    payload: &[u8],
+    ifindex: u32,
+) -> Result<Option<(IpAddr, Option<Mac>, u16)>, DeError> {
     let msg = Ndmsg::from_bytes_with_input(&mut Cursor::new(payload), payload.len())?;
     let v6 = match *msg.ndm_family() {
         RtAddrFamily::Inet => false,
@@ -401,8 +466,9 @@ fn parse_neighbor(payload: &[u8], ifindex: u32) -> Result<Option<(IpAddr, Option
     let Some(dst) = dst.filter(|d| d.is_ipv6() == v6) else {
         return Ok(None);
     };
-    let usable = msg.ndm_state().bits() & NUD_VALID != 0;
-    Ok(Some((dst, lladdr.filter(|_| usable))))
+    let state = msg.ndm_state().bits();
+    let usable = state & NUD_VALID != 0;
+    Ok(Some((dst, lladdr.filter(|_| usable), state)))
 }
 
 fn parse_link(payload: &[u8]) -> Result<LinkMsg, DeError> {
@@ -465,12 +531,10 @@ impl Watcher {
 
     fn serve(&mut self) -> Result<(), Closed> {
         let mut resync = false;
+        let mut refreshed = std::time::Instant::now();
         loop {
-            let timeout = if resync {
-                RESYNC_RETRY.as_millis() as i32
-            } else {
-                -1
-            };
+            let timeout = if resync { RESYNC_RETRY } else { STALE_CHECK };
+            let timeout = timeout.as_millis() as i32;
             match sys::wait(self.events.as_raw_fd(), self.stop.as_fd(), timeout) {
                 Ok(Ready::Stop) => return Ok(()),
                 Ok(Ready::Socket) => resync |= self.drain()?,
@@ -483,6 +547,32 @@ impl Watcher {
             }
             if resync {
                 resync = !self.resync()?;
+            }
+            if refreshed.elapsed() >= STALE_CHECK {
+                refreshed = std::time::Instant::now();
+                self.confirm_stale();
+            }
+        }
+    }
+
+    /// Asks the kernel to confirm every STALE neighbour of the interface. Frames that leave
+    /// through AF_XDP never make the kernel check an entry, so a peer that changed its MAC
+    /// address without announcing it would be sent to at the old one forever. The cost: a
+    /// probe per stale neighbour about every reachable time (~30 s), also for peers we no
+    /// longer talk to, until the kernel drops them.
+    fn confirm_stale(&mut self) {
+        let stale = match self.dumper.stale_neighbors(self.ifindex) {
+            Ok(stale) => stale,
+            Err(e) => {
+                self.shared.errors.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(error = %e, "neighbour watcher: stale check failed");
+                return;
+            }
+        };
+        for ip in stale {
+            if let Err(e) = self.dumper.use_neighbor(self.ifindex, ip) {
+                // The entry may have gone meanwhile (ENOENT): nothing to confirm.
+                tracing::debug!(%ip, error = %e, "neighbour watcher: NTF_USE failed");
             }
         }
     }
