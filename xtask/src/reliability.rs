@@ -318,6 +318,8 @@ fn sh(cmd: &str) -> String {
 
 /// "1234567" -> "1,234,567"; figures keep up to three significant decimals.
 fn fmt_value(v: f64) -> String {
+    // Large figures read as whole numbers; the fraction is noise there.
+    let v = if v.abs() >= 100.0 { v.round() } else { v };
     if v.fract() == 0.0 && v.abs() < 1e15 {
         let digits = format!("{}", v as i64);
         let mut out = String::new();
@@ -328,8 +330,6 @@ fn fmt_value(v: f64) -> String {
             out.push(c);
         }
         out
-    } else if v.abs() >= 100.0 {
-        format!("{v:.0}")
     } else {
         format!("{v:.2}")
     }
@@ -467,5 +467,6 @@ mod tests {
         assert_eq!(fmt_value(1234567.0), "1,234,567");
         assert_eq!(fmt_value(0.675), "0.68");
         assert_eq!(fmt_value(300.6), "301");
+        assert_eq!(fmt_value(10002.4), "10,002");
     }
 }
