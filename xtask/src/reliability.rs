@@ -17,6 +17,8 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use serde::Deserialize;
 
+use crate::bench::report::sh;
+
 #[derive(Debug, Args)]
 pub struct ReliabilityArgs {
     /// Seconds of fuzzing per target (0: skip fuzzing).
@@ -306,14 +308,6 @@ fn lost(runs: &[SuiteRun], fuzz: &[FuzzRun]) -> Vec<String> {
             .map(|f| format!("fuzz target {} crashed", f.target)),
     );
     lost
-}
-
-fn sh(cmd: &str) -> String {
-    Command::new("sh")
-        .args(["-c", cmd])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_default()
 }
 
 /// "1234567" -> "1,234,567"; figures keep up to three significant decimals.

@@ -23,7 +23,7 @@ mod quic;
 mod quinn_perf;
 mod quinn_server;
 mod raw;
-mod report;
+pub(crate) mod report;
 mod sys;
 
 use std::path::{Path, PathBuf};

@@ -122,7 +122,9 @@ pub struct Results {
     pub records: Vec<Record>,
 }
 
-fn sh(cmd: &str) -> String {
+/// The trimmed output of shell command `cmd` (empty if it cannot run): machine facts for the
+/// report's header.
+pub(crate) fn sh(cmd: &str) -> String {
     Command::new("sh")
         .args(["-c", cmd])
         .output()
