@@ -48,7 +48,7 @@ enum Command {
     #[cfg(target_os = "linux")]
     Bench(bench::BenchArgs),
     /// Reliability evidence (issue 17): the load, fault and bad-input tests plus the fuzz
-    /// smoke; writes RELIABILITY.md (needs root, about 25 minutes).
+    /// smoke; writes RELIABILITY.md (needs root, about 20 minutes).
     #[cfg(target_os = "linux")]
     Reliability(reliability::ReliabilityArgs),
 }
