@@ -10,6 +10,12 @@
 //!
 //! Wine implements no RIO, so these check the portable path (`backend = "socket"`), that
 //! `backend = "rio"` fails saying why, and that `auto` falls back to sockets saying so.
+//!
+//! And the stock quinn example server on quixd's socket (`quixd::quinn_socket`), built for
+//! Windows (`QUIXD_WINDOWS_QUINN_EXE` names `quinn_server.exe`): on the socket backend, whose
+//! readiness on Windows is an event per socket watched by a wait registered with the system
+//! thread pool (RIO's notification takes the same path), it serves a quinn client; with `--backend
+//! rio` it fails naming the cause.
 
 // Spawns Wine; the harness it shares with tests/e2e is Linux-only too.
 #![cfg(target_os = "linux")]
@@ -43,18 +49,28 @@ const STARTUP: Duration = Duration::from_secs(90);
 
 /// The Windows exe, or `None` after printing why the test is skipped.
 fn windows_exe(test: &str) -> Option<OsString> {
-    match std::env::var_os("QUIXD_WINDOWS_EXE") {
+    exe_from("QUIXD_WINDOWS_EXE", "a Windows quixd.exe", test)
+}
+
+/// The Windows build of `userspace/examples/quinn_server.rs`, or `None` (skipped, saying why).
+fn quinn_example_exe(test: &str) -> Option<OsString> {
+    exe_from(
+        "QUIXD_WINDOWS_QUINN_EXE",
+        "the Windows quinn_server.exe example",
+        test,
+    )
+}
+
+fn exe_from(var: &str, what: &str, test: &str) -> Option<OsString> {
+    match std::env::var_os(var) {
         Some(exe) if !exe.is_empty() => {
-            assert!(
-                Path::new(&exe).is_file(),
-                "QUIXD_WINDOWS_EXE={exe:?} is not a file"
-            );
+            assert!(Path::new(&exe).is_file(), "{var}={exe:?} is not a file");
             Some(exe)
         }
         _ => {
             eprintln!(
-                "{test}: skipped: QUIXD_WINDOWS_EXE is not set (it names a Windows quixd.exe to \
-                 run under Wine; .ci/windows sets it)"
+                "{test}: skipped: {var} is not set (it names {what} to run under Wine; \
+                 .ci/windows sets it)"
             );
             None
         }
@@ -123,10 +139,19 @@ struct WineDaemon {
 
 impl WineDaemon {
     fn spawn(exe: &OsString, site: &Site) -> Self {
+        Self::spawn_args(
+            exe,
+            site.dir.path(),
+            &["run", "--config", "quixd.toml", "--log-level", "info"],
+        )
+    }
+
+    /// `wine exe args...` in `dir`.
+    fn spawn_args(exe: &OsString, dir: &Path, args: &[&str]) -> Self {
         let mut child = Command::new(wine())
             .arg(exe)
-            .args(["run", "--config", "quixd.toml", "--log-level", "info"])
-            .current_dir(site.dir.path())
+            .args(args)
+            .current_dir(dir)
             .env("NO_COLOR", "1")
             .env_remove("RUST_LOG")
             .env(
@@ -164,19 +189,18 @@ impl WineDaemon {
 
     /// Waits for the `listening addr=` line.
     fn listening(&mut self) -> SocketAddr {
+        self.wait_for_line(parse_listening)
+    }
+
+    /// Waits for a line `parse` accepts.
+    fn wait_for_line<T>(&mut self, parse: impl Fn(&str) -> Option<T>) -> T {
         let deadline = Instant::now() + STARTUP;
         loop {
-            if let Some(a) = self
-                .log
-                .lock()
-                .unwrap()
-                .iter()
-                .find_map(|l| parse_listening(l))
-            {
+            if let Some(a) = self.log.lock().unwrap().iter().find_map(|l| parse(l)) {
                 return a;
             }
             if let Some(st) = self.try_wait() {
-                panic!("quixd.exe exited ({st}) before listening");
+                panic!("the exe exited ({st}) before listening");
             }
             assert!(
                 Instant::now() < deadline,
@@ -343,4 +367,131 @@ fn auto_falls_back_from_rio_to_sockets_saying_so() {
     });
     d.ctrl_c();
     assert!(d.wait_exit(Duration::from_secs(30)).success());
+}
+
+/// The example's request: an 8-byte big-endian download length, then the upload; the answer
+/// is the upload echoed, then `down` bytes of the example's pattern (`i % 251`).
+async fn example_request(conn: &quinn::Connection, down: u64, up: &[u8]) -> Result<(), String> {
+    let (mut send, mut recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
+    send.write_all(&down.to_be_bytes())
+        .await
+        .map_err(|e| e.to_string())?;
+    send.write_all(up).await.map_err(|e| e.to_string())?;
+    send.finish().map_err(|e| e.to_string())?;
+    let got = recv
+        .read_to_end(up.len() + down as usize)
+        .await
+        .map_err(|e| e.to_string())?;
+    if got.len() != up.len() + down as usize {
+        return Err(format!(
+            "{} bytes back, expected {}",
+            got.len(),
+            up.len() + down as usize
+        ));
+    }
+    if got[..up.len()] != *up {
+        return Err("the echo differs from the upload".into());
+    }
+    if let Some(i) = got[up.len()..]
+        .iter()
+        .enumerate()
+        .position(|(i, b)| *b != (i % 251) as u8)
+    {
+        return Err(format!("download byte {i} differs from the pattern"));
+    }
+    Ok(())
+}
+
+/// The stock quinn example on quixd's socket backend, as a Windows exe: concurrent streams
+/// (multi-MB downloads and uploads, intact) from a Linux quinn client, then Ctrl-C, the
+/// endpoint drained and the socket's close report balanced. Wine's sockets signal readiness
+/// through the `WSAEventSelect` events the adapter waits on; a lost wake-up would stall a
+/// transfer past its bound.
+#[test]
+fn quinn_example_on_the_quixd_socket_serves_a_quinn_client() {
+    let test = "quinn_example_on_the_quixd_socket_serves_a_quinn_client";
+    let Some(exe) = quinn_example_exe(test) else {
+        return;
+    };
+    let dir = tempfile::Builder::new()
+        .prefix("quixd-windows-quinn-")
+        .tempdir()
+        .expect("tempdir");
+    let mut d = WineDaemon::spawn_args(
+        &exe,
+        dir.path(),
+        &["--backend", "socket", "--listen", "127.0.0.1:0"],
+    );
+    let addr: SocketAddr = d.wait_for_line(|l| {
+        l.strip_prefix("serving on ")?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()
+    });
+    let upload = random_bytes(300_000, run_seed());
+    runtime().block_on(async {
+        let (_ep, conn) = connect_alpn(
+            &ClientSide::loopback(),
+            &Trust::Insecure,
+            "quixd-example",
+            addr,
+        )
+        .await;
+        let requests: Vec<_> = (0..6u64)
+            .map(|i| {
+                let conn = conn.clone();
+                let up = if i % 2 == 0 {
+                    upload.clone()
+                } else {
+                    Vec::new()
+                };
+                tokio::spawn(async move { example_request(&conn, (i + 1) * 700_000, &up).await })
+            })
+            .collect();
+        let all = async {
+            for (i, r) in requests.into_iter().enumerate() {
+                let r = r.await.expect("request task");
+                r.unwrap_or_else(|e| panic!("request {i}: {e}"));
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(120), all)
+            .await
+            .expect("six transfers within 120 s");
+        conn.close(0u32.into(), b"done");
+    });
+    d.ctrl_c();
+    let st = d.wait_exit(Duration::from_secs(30));
+    let out = d.output();
+    assert!(st.success(), "exit after Ctrl-C: {st}\n{out}");
+    assert!(
+        out.contains("closed: ledger balanced = true"),
+        "no balanced close report:\n{out}"
+    );
+}
+
+/// `--backend rio` on the quinn example where there is no RIO: a clear error naming the cause,
+/// and no fallback to sockets.
+#[test]
+fn quinn_example_on_rio_fails_naming_the_cause() {
+    let Some(exe) = quinn_example_exe("quinn_example_on_rio_fails_naming_the_cause") else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut d = WineDaemon::spawn_args(
+        &exe,
+        dir.path(),
+        &["--backend", "rio", "--listen", "127.0.0.1:0"],
+    );
+    let st = d.wait_exit(STARTUP);
+    let out = d.output();
+    assert!(!st.success(), "--backend rio must fail under Wine:\n{out}");
+    for needle in [
+        "backend `rio` cannot start",
+        "Registered I/O is not available",
+        "10045",
+    ] {
+        assert!(out.contains(needle), "`{needle}` missing from:\n{out}");
+    }
+    assert!(!out.contains("serving on"), "it must not serve:\n{out}");
 }

@@ -17,9 +17,9 @@
 //!   real client connects and downloads intact.
 //!
 //! Every Initial sent must be accounted for: it reached QUIC (`quixd_rx_datagrams_total`) or
-//! was counted as dropped before it, by the daemon where its backend counts such drops
-//! (io_uring's `rx_socket_drops`, xdp's `xsk_rx_dropped` and `xsk_rx_ring_full`) and by the
-//! server namespace's `Udp: RcvbufErrors` for the socket backend, which counts none itself.
+//! was counted as dropped before it by the daemon (`rx_socket_drops` on sockets and io_uring,
+//! xdp's `xsk_rx_dropped` and `xsk_rx_ring_full`); on the socket backend that count must match
+//! the server namespace's `Udp: RcvbufErrors`.
 //! When the worker cannot keep up (debug builds on 2 busy cores), the share that reaches
 //! QUIC varies a lot; the bounds below say what was measured.
 //!
@@ -90,11 +90,12 @@ struct Figures {
     rx_datagrams: u64,
     tx_dropped_full: u64,
     /// Datagrams the backend counted as dropped before it could read them: a full socket
-    /// receive buffer (`rx_socket_drops`, io_uring's `SO_RXQ_OVFL`), no free UMEM frame or a
-    /// full RX ring (`xsk_rx_dropped`, `xsk_rx_ring_full`).
+    /// receive buffer (`rx_socket_drops`: io_uring's `SO_RXQ_OVFL`, the socket backend's
+    /// `SO_MEMINFO`), no free UMEM frame or a full RX ring (`xsk_rx_dropped`,
+    /// `xsk_rx_ring_full`).
     rx_drops: u64,
     /// The server namespace's `Udp: RcvbufErrors` (only the daemon's sockets live there): the
-    /// socket backend counts no receive drops of its own.
+    /// kernel's own count, which the socket backend's must match.
     kernel_rcvbuf_errors: u64,
 }
 
@@ -151,13 +152,16 @@ impl Figures {
         self.accepted + self.refused + self.retries + self.accept_errors
     }
 
-    /// Datagrams dropped before QUIC, as counted for backend `t`: by the daemon where it
-    /// counts them (io_uring, xdp), by the kernel for the socket backend.
+    /// Datagrams the daemon counted as dropped before QUIC; on the socket backend, checked
+    /// against the kernel's count for the namespace.
     fn dropped(&self, t: Backend) -> u64 {
-        match t {
-            Backend::Socket | Backend::SocketNetns => self.kernel_rcvbuf_errors,
-            _ => self.rx_drops,
+        if matches!(t, Backend::Socket | Backend::SocketNetns) {
+            assert_eq!(
+                self.rx_drops, self.kernel_rcvbuf_errors,
+                "the socket backend's rx_socket_drops against the kernel's Udp RcvbufErrors"
+            );
         }
+        self.rx_drops
     }
 }
 

@@ -661,6 +661,22 @@ fn xdp_without_an_interface_is_a_clear_error() {
     assert!(err.to_string().contains("[xdp] table"), "{err}");
 }
 
+/// RIO is Windows' (tests/windows.rs runs the example's Windows build under Wine).
+#[test]
+fn rio_off_windows_is_a_clear_error() {
+    let builder = QuixdSocketBuilder::new(Backend::Rio, ["127.0.0.1:0".parse().unwrap()]);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let err = runtime.block_on(async { builder.open() }).unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("backend `rio` cannot start") && text.contains("needs Windows"),
+        "{text}"
+    );
+}
+
 /// Retry on the xdp backend, over IPv4 and IPv6, transmitting through AF_XDP frames.
 #[test]
 fn retry_on_xdp_in_netns() {

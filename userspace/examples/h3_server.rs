@@ -7,15 +7,12 @@
 //!
 //!     cargo run --example h3_server -- --backend io_uring --listen 127.0.0.1:4433
 
-#[cfg(unix)]
 #[path = "quinn_server.rs"]
 #[allow(dead_code)]
 pub mod quinn_server;
 
-#[cfg(unix)]
 pub use server::*;
 
-#[cfg(unix)]
 mod server {
     use bytes::Bytes;
     use rustls::pki_types::CertificateDer;
@@ -87,7 +84,6 @@ mod server {
     }
 }
 
-#[cfg(unix)]
 fn main() -> anyhow::Result<()> {
     use quixd::config::Backend;
     use quixd::quinn_socket::QuixdSocketBuilder;
@@ -102,6 +98,8 @@ fn main() -> anyhow::Result<()> {
                     "socket" => Backend::Socket,
                     "io_uring" => Backend::IoUring,
                     "xdp" => Backend::Xdp,
+                    "rio" => Backend::Rio,
+                    "auto" => Backend::Auto,
                     other => anyhow::bail!("unknown backend {other}"),
                 }
             }
@@ -124,9 +122,4 @@ fn main() -> anyhow::Result<()> {
         serve(endpoint).await;
         Ok(())
     })
-}
-
-#[cfg(not(unix))]
-fn main() {
-    eprintln!("the quinn socket is Unix-only");
 }

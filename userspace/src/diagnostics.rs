@@ -40,7 +40,7 @@ const PROBLEMS: &[Problem] = &[
         advice: "lower transport.max_udp_payload_size below the interface MTU (minus the VLAN \
                  tag with xdp.vlan)",
     },
-    // io_uring.
+    // io_uring and sockets.
     Problem {
         counter: "rx_socket_drops",
         what: "datagrams the kernel dropped on a full socket receive buffer",

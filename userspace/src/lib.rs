@@ -19,7 +19,7 @@ pub mod fuzzing;
 pub mod metrics;
 pub mod notify;
 pub mod privilege;
-#[cfg(all(feature = "quinn", unix))]
+#[cfg(all(feature = "quinn", any(unix, windows)))]
 pub mod quinn_socket;
 pub mod status;
 pub mod tls;

@@ -200,12 +200,28 @@ pub trait Datapath {
         Vec::new()
     }
 
+    /// Windows' counterpart of [`Datapath::poll_fds`]: event handles to watch instead of
+    /// calling [`Datapath::wait`] (a socket's `WSAEventSelect` event, RIO's completion-queue
+    /// notification). Empty when the backend has none.
+    #[cfg(windows)]
+    fn poll_events(&self) -> Vec<PollEvent> {
+        Vec::new()
+    }
+
     /// The part of [`Datapath::wait`] that does not sleep: hands the kernel what `send`
-    /// queued, takes note of which [`Datapath::poll_fds`] were readable (bit `i` for the
-    /// `i`-th), and returns whether `recv` may have something that no descriptor will announce
-    /// (the backend already took it from the kernel, e.g. while reaping send completions).
+    /// queued, takes note of which [`Datapath::poll_fds`] (or [`Datapath::poll_events`]) were
+    /// readable or fired (bit `i` for the `i`-th), and returns whether `recv` may have
+    /// something that no descriptor will announce (the backend already took it from the
+    /// kernel, e.g. while reaping send completions).
     fn poll_turn(&mut self, _readable: u64) -> io::Result<bool> {
         Ok(false)
+    }
+
+    /// Before sleeping on [`Datapath::poll_fds`] or [`Datapath::poll_events`]: makes them
+    /// signal the next completion, for a backend whose notification fires once per arming
+    /// (RIO's `RIONotify`); a no-op elsewhere.
+    fn arm(&mut self) -> io::Result<()> {
+        Ok(())
     }
 
     /// After [`Datapath::close`]: whether its check found every buffer accounted for. `None`
@@ -224,6 +240,21 @@ pub struct PollFd {
     pub rx: bool,
     /// How it tells that `send`, having stopped short, may take more; `None` if it does not.
     pub tx: Option<TxReady>,
+}
+
+/// An event handle to watch instead of calling [`Datapath::wait`] (see
+/// [`Datapath::poll_events`]).
+#[cfg(windows)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PollEvent {
+    pub handle: std::os::windows::io::RawHandle,
+    /// It fires when `recv` may return data.
+    pub rx: bool,
+    /// It fires when `send`, having stopped short, may take more (see [`TxReady`]).
+    pub tx: Option<TxReady>,
+    /// A manual-reset event (a socket's): whoever sees it fire resets it before looking, so
+    /// it fires again for what comes later. Auto-reset events reset themselves.
+    pub manual_reset: bool,
 }
 
 /// What a [`PollFd`] does when a backend that stopped sending may take more.

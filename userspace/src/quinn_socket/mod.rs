@@ -1,10 +1,11 @@
 //! quixd's datapaths under any quinn application: a [`quinn::AsyncUdpSocket`] over AF_XDP,
-//! io_uring or kernel sockets (feature `quinn`, Unix).
+//! io_uring, Registered I/O (RIO, Windows) or kernel sockets (feature `quinn`).
 //!
 //! [`QuixdSocketBuilder`] opens a backend from the same settings the daemon reads (the backend,
-//! the listen addresses, the `[xdp]` and `[io_uring]` tables, or a whole [`Config`]); the
-//! [`QuixdSocket`] it returns goes to `quinn::Endpoint::new_with_abstract_socket` in place of
-//! the UDP socket quinn would bind. The rest of the application does not change.
+//! the listen addresses, the `[xdp]`, `[io_uring]` and `[rio]` tables, or a whole
+//! [`Config`]); the [`QuixdSocket`] it returns goes to
+//! `quinn::Endpoint::new_with_abstract_socket` in place of the UDP socket quinn would bind. The
+//! rest of the application does not change.
 //!
 //! ```no_run
 //! use std::sync::Arc;
@@ -44,7 +45,11 @@
 //!   refused with `WouldBlock` and retried by quinn when the backend's descriptors say so;
 //! - readiness: the backend's descriptors ([`Datapath::poll_fds`]: the AF_XDP sockets and the
 //!   guard sockets, the io_uring ring, the plain sockets) are registered with tokio
-//!   (`AsyncFd`), so quinn's endpoint driver sleeps until one is ready and never blocks;
+//!   (`AsyncFd`), so quinn's endpoint driver sleeps until one is ready and never blocks. On
+//!   Windows, where tokio cannot wait on an event handle, the backend's events (RIO's
+//!   completion-queue notification, armed with `RIONotify` before each sleep; a socket's
+//!   `WSAEventSelect` event) are watched by waits registered with the system thread pool
+//!   (`RegisterWaitForSingleObject`), whose callbacks wake the tasks;
 //! - `max_transmit_segments`, `max_receive_segments` and `may_fragment` come from the backend
 //!   ([`Datapath::capabilities`], its GRO setting).
 //!
@@ -54,17 +59,32 @@
 //! Limits: one backend instance (one worker; xdp serves every queue of the interface from it);
 //! quinn names a transmit's source address but not its port, so with several listen addresses
 //! on different ports a transmit leaves from the port of the address it names (or the first of
-//! its family). Not on Windows yet (RIO has no descriptor tokio can watch).
+//! its family). RIO has been cross-built and its state machine tested against a fake kernel,
+//! but has not run on real Windows (Wine, where the Windows tests run, has no RIO; the event
+//! readiness runs there with the socket backend).
 
 use std::net::SocketAddr;
 
 use crate::config::{Backend, Config, Xdp};
+use crate::datapath::rio::RioConfig;
 use crate::datapath::socket::{SocketDatapath, SocketError};
 use crate::datapath::uring::UringConfig;
 use crate::datapath::Datapath;
 
+#[cfg(windows)]
+mod event;
+#[cfg(unix)]
+mod fd;
 mod rx;
 mod socket;
+
+#[cfg(windows)]
+use event::Readiness;
+#[cfg(unix)]
+use fd::Readiness;
+
+/// Readiness sources watched per socket at most (bit `i` of a readiness mask is the `i`-th).
+const MAX_SOURCES: usize = 64;
 
 pub use rx::RxCounters;
 pub use socket::{CloseReport, CloseWatch, QuixdSocket};
@@ -110,6 +130,8 @@ pub enum BackendError {
     #[cfg(target_os = "linux")]
     #[error(transparent)]
     IoUring(#[from] crate::datapath::uring::UringError),
+    #[error(transparent)]
+    Rio(#[from] crate::datapath::rio::RioError),
 }
 
 /// Opens a datapath for a quinn endpoint, from the daemon's settings.
@@ -119,28 +141,32 @@ pub struct QuixdSocketBuilder {
     listen: Vec<SocketAddr>,
     xdp: Option<Xdp>,
     io_uring: UringConfig,
+    rio: RioConfig,
 }
 
 impl QuixdSocketBuilder {
     /// `backend` serving `listen` (port 0 picks a free port per address). `Backend::Auto`
-    /// tries xdp (when an `[xdp]` table is given), then io_uring, then sockets.
+    /// tries xdp (when an `[xdp]` table is given), then io_uring, then sockets on Linux; RIO,
+    /// then sockets on Windows.
     pub fn new(backend: Backend, listen: impl IntoIterator<Item = SocketAddr>) -> Self {
         Self {
             backend,
             listen: listen.into_iter().collect(),
             xdp: None,
             io_uring: UringConfig::default(),
+            rio: RioConfig::default(),
         }
     }
 
-    /// The backend, listen addresses, `[xdp]` and `[io_uring]` tables of a daemon config (the
-    /// rest of it, QUIC and TLS, is the application's business here).
+    /// The backend, listen addresses, `[xdp]`, `[io_uring]` and `[rio]` tables of a daemon
+    /// config (the rest of it, QUIC and TLS, is the application's business here).
     pub fn from_config(config: &Config) -> Self {
         Self {
             backend: config.server.backend,
             listen: config.server.listen.clone(),
             xdp: config.xdp.clone(),
             io_uring: config.io_uring.clone(),
+            rio: config.rio.clone(),
         }
     }
 
@@ -163,6 +189,12 @@ impl QuixdSocketBuilder {
         self
     }
 
+    /// The `[rio]` table (queue sizes, offloads).
+    pub fn rio(mut self, config: RioConfig) -> Self {
+        self.rio = config;
+        self
+    }
+
     /// Opens the backend and registers it with the current tokio runtime. Must be called
     /// within one. On io_uring, call it from a thread that lives as long as the socket (a
     /// runtime worker or the thread that runs the runtime): the kernel cancels a thread's
@@ -181,10 +213,18 @@ impl QuixdSocketBuilder {
             Backend::Socket => self.open_socket().map_err(fail(Backend::Socket)),
             Backend::IoUring => self.open_io_uring(),
             Backend::Xdp => self.open_xdp(),
-            Backend::Rio => Err(QuixdSocketError::Unsupported(
-                Backend::Rio,
-                "RIO has no descriptor an async runtime can watch; use socket",
-            )),
+            Backend::Rio => self.open_rio().map_err(fail(Backend::Rio)),
+            Backend::Auto if cfg!(windows) => {
+                match self.open_rio() {
+                    Ok(dp) => return Ok(dp),
+                    // A port that cannot be bound is no reason to try sockets: they would fail.
+                    Err(e @ BackendError::Rio(crate::datapath::rio::RioError::Bind { .. })) => {
+                        return Err(fail(Backend::Rio)(e))
+                    }
+                    Err(e) => tracing::info!("backend auto: rio skipped: {e}"),
+                }
+                self.open_socket().map_err(fail(Backend::Socket))
+            }
             Backend::Auto => {
                 if self.xdp.is_some() {
                     match self.open_xdp() {
@@ -199,6 +239,13 @@ impl QuixdSocketBuilder {
                 self.open_socket().map_err(fail(Backend::Socket))
             }
         }
+    }
+
+    fn open_rio(&self) -> Result<(Box<dyn Datapath + Send>, usize), BackendError> {
+        let dp = crate::datapath::rio::open(&self.listen, &self.rio)?;
+        // With receive coalescing a completion may hold a batch of datagrams (UDP's 64 KiB).
+        let gro = if self.rio.receive_coalescing { 64 } else { 1 };
+        Ok((dp, gro))
     }
 
     fn open_socket(&self) -> Result<(Box<dyn Datapath + Send>, usize), BackendError> {

@@ -4,7 +4,6 @@ use std::fmt;
 use std::future::Future;
 use std::io::{self, IoSliceMut};
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, RawFd};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -13,29 +12,16 @@ use std::time::{Duration, Instant};
 
 use quinn::udp::{RecvMeta, Transmit};
 use quinn::{AsyncUdpSocket, UdpPoller};
-use tokio::io::unix::AsyncFd;
-use tokio::io::Interest;
 
 use super::rx::{self, Out, RxCounters, Stash};
-use crate::datapath::{Capabilities, Datapath, PollFd, TxBatch, TxMeta, TxReady};
+use super::Readiness;
+use crate::datapath::{Capabilities, Datapath, TxBatch, TxMeta};
 
-/// Descriptors watched per socket at most (bit `i` of a readiness mask is the `i`-th).
-const MAX_FDS: usize = 64;
 /// Queued transmits: quinn hands one at a time, so a few slots suffice.
 const TX_SLOTS: usize = 4;
 /// Receive turns in one `poll_recv` whose backend said "more may be there" but returned
 /// nothing, before yielding to the runtime (so a confused backend cannot spin us).
 const MAX_EMPTY_TURNS: usize = 4;
-
-/// A descriptor of the backend, registered with tokio's reactor; it does not own the fd (the
-/// backend does, and outlives it: see the field order of [`Inner`]).
-struct Fd(RawFd);
-
-impl AsRawFd for Fd {
-    fn as_raw_fd(&self) -> RawFd {
-        self.0
-    }
-}
 
 /// What the backend and the adapter counted, and whether the backend's ledger balanced, when
 /// the socket closed.
@@ -114,9 +100,9 @@ struct State {
 
 /// The shared part: everything behind the `Arc` that quinn and the pollers hold.
 struct Inner {
-    // Declared (so dropped) before `state`: the reactor forgets the descriptors before the
-    // backend closes them.
-    fds: Vec<(AsyncFd<Fd>, PollFd)>,
+    // Declared (so dropped) before `state`: the reactor forgets the descriptors (and the
+    // system's waits, the events) before the backend closes them.
+    ready: Readiness,
     /// `quinn::AsyncUdpSocket` takes `&self` and quinn calls `try_send` from every
     /// connection's task and `poll_recv` from the endpoint's, on any runtime thread; a backend
     /// needs `&mut`. A std mutex (never held across an await; the sections are short and
@@ -128,6 +114,8 @@ struct Inner {
     /// Set when a transmit could not be taken: pollers wait for the backend's TX readiness
     /// until one is taken again. Clear on the fast path, where `poll_writable` costs nothing.
     tx_blocked: AtomicBool,
+    /// [`Readiness::tx_mark`] when the last transmit was refused.
+    tx_mark: AtomicU64,
     close: CloseWatch,
     /// Payloads the backend handed over, for `fmt::Debug`.
     received: AtomicU64,
@@ -163,26 +151,12 @@ impl fmt::Debug for QuixdSocket {
 }
 
 impl QuixdSocket {
-    /// Registers the backend's descriptors with the current tokio runtime.
+    /// Registers the backend's descriptors (events, on Windows) with the current tokio
+    /// runtime (the system's thread pool).
     pub(super) fn new(datapath: Box<dyn Datapath + Send>, gro_segments: usize) -> io::Result<Self> {
         let caps = datapath.capabilities();
-        let fds = datapath
-            .poll_fds()
-            .into_iter()
-            .take(MAX_FDS)
-            .map(|p| {
-                let interest = match p.tx {
-                    Some(TxReady::Writable) => Interest::READABLE | Interest::WRITABLE,
-                    _ => Interest::READABLE,
-                };
-                // SAFETY: the backend owns `p.fd` and keeps it open, unchanged, until it is
-                // dropped; `Inner` drops its `AsyncFd`s (field `fds`) before the backend
-                // (field `state`), and nothing else closes or replaces the descriptor.
-                let fd = unsafe { AsyncFd::register_with_interest(Fd(p.fd), interest) };
-                fd.map(|fd| (fd, p)).map_err(io::Error::from)
-            })
-            .collect::<io::Result<Vec<_>>>()?;
-        if fds.is_empty() {
+        let ready = Readiness::new(&*datapath)?;
+        if ready.is_empty() {
             return Err(io::Error::new(
                 io::ErrorKind::Unsupported,
                 format!(
@@ -193,7 +167,7 @@ impl QuixdSocket {
         }
         let buf_capacity = crate::datapath::MAX_GSO_BYTES.next_power_of_two();
         Ok(Self(Arc::new(Inner {
-            fds,
+            ready,
             name: datapath.name(),
             state: Mutex::new(State {
                 datapath,
@@ -207,12 +181,13 @@ impl QuixdSocket {
             caps,
             gro_segments: gro_segments.max(1),
             tx_blocked: AtomicBool::new(false),
+            tx_mark: AtomicU64::new(0),
             close: CloseWatch::default(),
             received: AtomicU64::new(0),
         })))
     }
 
-    /// The backend's name: "xdp", "io_uring" or "socket".
+    /// The backend's name: "xdp", "io_uring", "rio" or "socket".
     pub fn backend(&self) -> &'static str {
         self.0.name
     }
@@ -291,6 +266,9 @@ impl AsyncUdpSocket for QuixdSocket {
             ecn: transmit.ecn.map(rx::ecn_from_quinn),
             segment_size: transmit.segment_size,
         };
+        // Taken before the send: an event that announces room after the refusal below (even
+        // before quinn starts waiting) lets quinn retry.
+        let mark = self.0.ready.tx_mark();
         let mut guard = self.0.lock();
         let state = &mut *guard;
         // The batch is empty between calls: what the backend does not take is handed back
@@ -321,7 +299,11 @@ impl AsyncUdpSocket for QuixdSocket {
             Ok(())
         } else {
             state.tx_counters.would_block += 1;
+            self.0.tx_mark.store(mark, Ordering::Release);
             self.0.tx_blocked.store(true, Ordering::Relaxed);
+            // A backend whose notification fires once per arming (RIO) must be armed for the
+            // completions that will free room.
+            state.datapath.arm()?;
             Err(io::ErrorKind::WouldBlock.into())
         }
     }
@@ -352,24 +334,18 @@ impl AsyncUdpSocket for QuixdSocket {
         let mut empty_turns = 0;
         loop {
             // Readiness first, then receive, then clear: an event that arrives in between
-            // bumps tokio's tick and survives the clear.
-            let mut ready: [Option<_>; MAX_FDS] = std::array::from_fn(|_| None);
-            let mut mask = 0u64;
-            for (i, (fd, p)) in inner.fds.iter().enumerate() {
-                if !p.rx {
-                    continue;
-                }
-                match fd.poll_read_ready(cx) {
-                    Poll::Ready(Ok(g)) => {
-                        mask |= 1 << i;
-                        ready[i] = Some(g);
-                    }
-                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                    Poll::Pending => {}
-                }
-            }
+            // bumps tokio's tick and survives the clear (on Windows, sets the fired bit again).
+            let ready = match inner.ready.poll_rx(cx) {
+                Ok(ready) => ready,
+                Err(e) => return Poll::Ready(Err(e)),
+            };
+            let mask = ready.mask();
             if mask == 0 && !try_anyway {
-                // Every descriptor registered our waker.
+                // Every source has our waker; a notification that fires once per arming
+                // (RIO's) is armed now, and fires at once if completions came meanwhile.
+                if let Err(e) = state.datapath.arm() {
+                    return Poll::Ready(Err(e));
+                }
                 state.recv_waker = Some(cx.waker().clone());
                 return Poll::Pending;
             }
@@ -402,10 +378,7 @@ impl AsyncUdpSocket for QuixdSocket {
                 try_anyway = true;
                 continue;
             }
-            for g in ready.iter_mut().filter_map(Option::take) {
-                let mut g = g;
-                g.clear_ready();
-            }
+            ready.clear();
         }
     }
 
@@ -433,6 +406,8 @@ impl AsyncUdpSocket for QuixdSocket {
 
 impl Drop for Inner {
     fn drop(&mut self) {
+        // Nobody is left to wake, and the backend's close may wait on its events itself.
+        self.ready.stop();
         let state = self.state.get_mut().unwrap_or_else(|e| e.into_inner());
         // Transmit buffers lent to the backend (io_uring) come back as their sends complete.
         let deadline = Instant::now() + Duration::from_secs(1);
@@ -485,7 +460,8 @@ impl UdpPoller for Poller {
         // Allocated once per refusal, not per transmit.
         let fut = wait.get_or_insert_with(|| {
             let inner = inner.clone();
-            Box::pin(async move { tx_ready(&inner).await })
+            let mark = inner.tx_mark.load(Ordering::Acquire);
+            Box::pin(async move { inner.ready.tx_ready(mark).await })
         });
         let result = fut.as_mut().poll(cx);
         if result.is_ready() {
@@ -493,43 +469,4 @@ impl UdpPoller for Poller {
         }
         result
     }
-}
-
-/// Waits until one of the backend's descriptors says it may take transmits again, and clears
-/// that readiness before quinn retries: if the retry is refused too, a later event comes.
-/// tokio's readiness futures (unlike `poll_*_ready`) keep one waiter per task, so any number
-/// of connections can wait at once.
-async fn tx_ready(inner: &Inner) -> io::Result<()> {
-    type Wait<'a> = Pin<Box<dyn Future<Output = io::Result<()>> + Send + 'a>>;
-    let mut waits: Vec<Wait<'_>> = inner
-        .fds
-        .iter()
-        .filter_map(|(fd, p)| {
-            let wait: Wait<'_> = match p.tx? {
-                TxReady::Writable => Box::pin(async move {
-                    fd.writable().await?.clear_ready();
-                    Ok(())
-                }),
-                TxReady::Readable => Box::pin(async move {
-                    // The endpoint driver also watches this one, and tries to receive on
-                    // every wake-up whatever the readiness says: clearing cannot starve it.
-                    fd.readable().await?.clear_ready();
-                    Ok(())
-                }),
-            };
-            Some(wait)
-        })
-        .collect();
-    if waits.is_empty() {
-        return Ok(());
-    }
-    std::future::poll_fn(|cx| {
-        for w in waits.iter_mut() {
-            if let Poll::Ready(r) = w.as_mut().poll(cx) {
-                return Poll::Ready(r);
-            }
-        }
-        Poll::Pending
-    })
-    .await
 }

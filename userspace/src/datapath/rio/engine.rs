@@ -112,6 +112,9 @@ pub struct RioEngine<Q: RioQueues> {
     rx: SlotLedger,
     tx: SlotLedger,
     results: Vec<Completion>,
+    /// Receive completions dequeued by `send` while it looked for send slots (the queue is
+    /// shared): handed on by the next `recv`, before anything newer.
+    pending: Vec<Completion>,
     /// `RIONotify` was called and the notification has not fired yet.
     armed: bool,
     /// In `close`: receive completions are not handed on or posted again.
@@ -144,6 +147,7 @@ impl<Q: RioQueues> RioEngine<Q> {
             rx: SlotLedger::new(layout.rx_slots),
             tx: SlotLedger::new(layout.tx_slots),
             results: vec![Completion::default(); opts.completion_batch.max(1) as usize],
+            pending: Vec::with_capacity(opts.completion_batch.max(1) as usize),
             armed: false,
             closing: false,
             counters: RioCounters::default(),
@@ -269,6 +273,15 @@ impl<Q: RioQueues> RioEngine<Q> {
     /// One `RIODequeueCompletion` and the handling of what it returned. Receives are lent to
     /// `rx` (unless closing); returns how many were.
     fn drain(&mut self, rx: &mut dyn FnMut(&RxMeta, &[u8])) -> io::Result<usize> {
+        let mut handed = 0;
+        // What `reap` set aside comes first: it arrived before anything dequeued now.
+        for i in 0..self.pending.len() {
+            let c = self.pending[i];
+            if let Some(t) = SlotToken::from_u64(c.context) {
+                handed += usize::from(self.complete_receive(t, c, rx));
+            }
+        }
+        self.pending.clear();
         let n = self
             .q
             .dequeue(&mut self.results)
@@ -276,7 +289,6 @@ impl<Q: RioQueues> RioEngine<Q> {
             .min(self.results.len());
         self.counters.dequeues += 1;
         self.counters.completions += n as u64;
-        let mut handed = 0;
         for i in 0..n {
             let c = self.results[i];
             match SlotToken::from_u64(c.context) {
@@ -301,6 +313,39 @@ impl<Q: RioQueues> RioEngine<Q> {
             }
         }
         Ok(handed)
+    }
+
+    /// One `RIODequeueCompletion` from `send` when it ran out of send slots: send completions
+    /// free theirs now, receive completions wait in `pending` for the next `recv`. Does
+    /// nothing while receives are still pending, so at most one batch is ever set aside.
+    /// Returns whether a send slot came free.
+    fn reap(&mut self) -> io::Result<bool> {
+        if !self.pending.is_empty() {
+            return Ok(false);
+        }
+        let n = self
+            .q
+            .dequeue(&mut self.results)
+            .map_err(io::Error::other)?
+            .min(self.results.len());
+        self.counters.dequeues += 1;
+        self.counters.completions += n as u64;
+        let mut freed = false;
+        for i in 0..n {
+            let c = self.results[i];
+            match SlotToken::from_u64(c.context) {
+                Some(t) if t.class == CLASS_TX => {
+                    self.complete_send(t, c);
+                    freed = true;
+                }
+                Some(t) if t.class == CLASS_RX => self.pending.push(c),
+                _ => {
+                    self.counters.ledger_errors += 1;
+                    tracing::error!(context = c.context, "RIO completion for no slot of ours");
+                }
+            }
+        }
+        Ok(freed)
     }
 
     /// Takes a completed slot back from the kernel, or counts the completion as bogus.
@@ -508,8 +553,8 @@ impl<Q: RioQueues> RioEngine<Q> {
         TxOutcome::Done
     }
 
-    /// Arms the notification (once) and sleeps until it fires or `timeout` passes.
-    fn sleep(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+    /// Arms the notification, unless it is armed already.
+    fn arm_notify(&mut self) -> io::Result<()> {
         if !self.armed {
             match self.q.notify() {
                 Ok(()) | Err(queues::WSAEALREADY) => {
@@ -519,6 +564,16 @@ impl<Q: RioQueues> RioEngine<Q> {
                 Err(e) => return Err(io::Error::from_raw_os_error(e)),
             }
         }
+        Ok(())
+    }
+
+    /// Arms the notification (once) and sleeps until it fires or `timeout` passes; not at
+    /// all while receives set aside by `reap` wait for `recv`.
+    fn sleep(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+        if !self.pending.is_empty() {
+            return Ok(());
+        }
+        self.arm_notify()?;
         if self.q.wait(timeout)? {
             self.armed = false;
         }
@@ -576,9 +631,23 @@ impl<Q: RioQueues> Datapath for RioEngine<Q> {
 
     fn send(&mut self, batch: &mut TxBatch) -> io::Result<()> {
         let mut done = 0;
+        let mut reaped = false;
         for t in batch.queued() {
             match self.send_transmit(t) {
                 TxOutcome::Done => done += 1,
+                // Completed sends may be waiting in the queue: free their slots and try once
+                // more, so a caller that sleeps on the notification next (quinn's tasks do)
+                // is not left waiting for completions that came already.
+                TxOutcome::Full if !reaped && !self.closing => {
+                    reaped = true;
+                    if !self.reap()? {
+                        break;
+                    }
+                    match self.send_transmit(t) {
+                        TxOutcome::Done => done += 1,
+                        TxOutcome::Full => break,
+                    }
+                }
                 TxOutcome::Full => break,
             }
         }
@@ -590,6 +659,30 @@ impl<Q: RioQueues> Datapath for RioEngine<Q> {
     fn wait(&mut self, timeout: Option<Duration>, _tx_pending: bool) -> io::Result<()> {
         // Send completions arrive on the same queue, so one notification covers "room to send".
         self.sleep(timeout)
+    }
+
+    #[cfg(windows)]
+    fn poll_events(&self) -> Vec<crate::datapath::PollEvent> {
+        let event = self.q.event().map(|handle| crate::datapath::PollEvent {
+            handle,
+            rx: true,
+            // Send completions come through the same queue; `send` reaps them.
+            tx: Some(crate::datapath::TxReady::Readable),
+            manual_reset: false,
+        });
+        event.into_iter().collect()
+    }
+
+    fn poll_turn(&mut self, readable: u64) -> io::Result<bool> {
+        if readable & 1 != 0 {
+            // Someone else waited on the event and saw it fire: the notification is spent.
+            self.armed = false;
+        }
+        Ok(!self.pending.is_empty())
+    }
+
+    fn arm(&mut self) -> io::Result<()> {
+        self.arm_notify()
     }
 
     fn counters(&self) -> Vec<(&'static str, u64)> {

@@ -93,13 +93,19 @@ fn explain(code: i32) -> &'static str {
 
 /// Opens the RIO backend on `listen` (one socket per address, in order).
 #[cfg(windows)]
-pub fn open(listen: &[SocketAddr], config: &RioConfig) -> Result<Box<dyn Datapath>, RioError> {
+pub fn open(
+    listen: &[SocketAddr],
+    config: &RioConfig,
+) -> Result<Box<dyn Datapath + Send>, RioError> {
     Ok(Box::new(sys::open(listen, config)?))
 }
 
 /// Opens the RIO backend: on this platform, always [`RioError::NotWindows`].
 #[cfg(not(windows))]
-pub fn open(_listen: &[SocketAddr], _config: &RioConfig) -> Result<Box<dyn Datapath>, RioError> {
+pub fn open(
+    _listen: &[SocketAddr],
+    _config: &RioConfig,
+) -> Result<Box<dyn Datapath + Send>, RioError> {
     Err(RioError::NotWindows)
 }
 

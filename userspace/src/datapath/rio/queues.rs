@@ -89,6 +89,13 @@ pub trait RioQueues {
     /// when it fired (and is disarmed), false on timeout (still armed).
     fn wait(&mut self, timeout: Option<Duration>) -> io::Result<bool>;
 
+    /// The event the notification sets, for callers that wait on it themselves (an async
+    /// runtime, see `Datapath::poll_events`).
+    #[cfg(windows)]
+    fn event(&self) -> Option<std::os::windows::io::RawHandle> {
+        None
+    }
+
     /// The bytes of `range` in the registered region.
     ///
     /// Contract: the caller holds every slot `range` touches (the slot ledger says `Held`), so

@@ -507,6 +507,10 @@ impl RioQueues for WinRio {
         }
     }
 
+    fn event(&self) -> Option<std::os::windows::io::RawHandle> {
+        (!self.event.is_null()).then_some(self.event)
+    }
+
     fn region(&mut self, range: BufRange) -> &mut [u8] {
         assert!(
             range.end() <= self.region_len as u64,
@@ -529,6 +533,11 @@ impl RioQueues for WinRio {
         self.rqs.clear();
     }
 }
+
+// SAFETY: the RIO objects, the event and the region belong to no thread: RIO only forbids
+// concurrent calls on one queue, and every method here takes `&mut self`, so one thread at a
+// time makes them (the quinn adapter moves the backend behind a mutex).
+unsafe impl Send for WinRio {}
 
 impl Drop for WinRio {
     fn drop(&mut self) {

@@ -9,6 +9,9 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 use super::{Capabilities, Datapath, Ecn, RxMeta, TxBatch, TxSlot};
 
+#[cfg(windows)]
+mod event;
+
 /// Datagram slots per socket per receive call (recvmmsg batch on Linux).
 const RX_SLOTS: usize = 32;
 /// Each slot holds one GRO batch, which the kernel caps at 64 KiB.
@@ -33,6 +36,11 @@ struct Endpoint {
     /// then, one datagram at a time, without ECN or our address.
     state: Option<UdpSocketState>,
     local: SocketAddr,
+    /// Windows: the socket's readiness as an event, for [`Datapath::poll_events`]; `None` if
+    /// Winsock refused one (then the backend cannot run under an async runtime). Declared after
+    /// `socket`, so the socket closes before its event.
+    #[cfg(windows)]
+    event: Option<event::SocketEvent>,
 }
 
 /// Counters of the socket backend.
@@ -182,10 +190,16 @@ fn open(addr: SocketAddr, reuse_port: bool) -> Result<Endpoint, SocketError> {
         Err(e) => return Err(configure(e)),
     };
     let local = socket.local_addr().map_err(configure)?;
+    #[cfg(windows)]
+    let event = event::SocketEvent::new(&socket)
+        .inspect_err(|e| tracing::warn!(%addr, error = %e, "no readiness event for this socket"))
+        .ok();
     Ok(Endpoint {
         socket,
         state,
         local,
+        #[cfg(windows)]
+        event,
     })
 }
 
@@ -392,12 +406,30 @@ impl Datapath for SocketDatapath {
         fds.collect()
     }
 
+    #[cfg(windows)]
+    fn poll_events(&self) -> Vec<super::PollEvent> {
+        let events = self.endpoints.iter().map(|e| {
+            e.event.as_ref().map(|ev| super::PollEvent {
+                handle: ev.handle(),
+                rx: true,
+                tx: Some(super::TxReady::Writable),
+                manual_reset: true,
+            })
+        });
+        // All or nothing: a socket nobody watches would never be read.
+        events.collect::<Option<Vec<_>>>().unwrap_or_default()
+    }
+
     fn counters(&self) -> Vec<(&'static str, u64)> {
         let c = &self.counters;
         vec![
             ("rx_datagrams", c.rx_datagrams),
             ("rx_bytes", c.rx_bytes),
             ("rx_errors", c.rx_errors),
+            (
+                "rx_socket_drops",
+                self.endpoints.iter().map(|e| socket_drops(&e.socket)).sum(),
+            ),
             ("tx_transmits", c.tx_transmits),
             ("tx_bytes", c.tx_bytes),
             ("tx_no_socket", c.tx_no_socket),
@@ -405,6 +437,39 @@ impl Datapath for SocketDatapath {
             ("tx_would_block", c.tx_would_block),
         ]
     }
+}
+
+/// Datagrams the kernel dropped at `socket` before we could read them (its receive buffer was
+/// full, or a checksum was bad), since the socket was made: `SO_MEMINFO`'s `SK_MEMINFO_DROPS`.
+/// Read when counters are asked for, never per datagram.
+#[cfg(target_os = "linux")]
+fn socket_drops(socket: &UdpSocket) -> u64 {
+    use std::os::fd::AsRawFd;
+    const SK_MEMINFO_VARS: usize = 9;
+    let mut info = [0u32; SK_MEMINFO_VARS];
+    let mut len = std::mem::size_of_val(&info) as libc::socklen_t;
+    // SAFETY: `info` is writable for `len` bytes, and the kernel writes at most `len` bytes
+    // and says how many it wrote; the socket is open for the call.
+    let rc = unsafe {
+        libc::getsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_MEMINFO,
+            info.as_mut_ptr().cast(),
+            &mut len,
+        )
+    };
+    let drops = libc::SK_MEMINFO_DROPS as usize;
+    if rc != 0 || (len as usize) < (drops + 1) * std::mem::size_of::<u32>() {
+        return 0;
+    }
+    u64::from(info[drops])
+}
+
+/// Elsewhere the kernel does not say.
+#[cfg(not(target_os = "linux"))]
+fn socket_drops(_: &UdpSocket) -> u64 {
+    0
 }
 
 /// `recvfrom` until the socket is empty or the slots are full (the path without quinn-udp).
@@ -458,4 +523,48 @@ pub(crate) fn set_reuse_port(_: &Socket) -> io::Result<()> {
         io::ErrorKind::Unsupported,
         "SO_REUSEPORT exists only on Unix: run one worker",
     ))
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+
+    /// A burst larger than the socket's receive buffer, not read until it is over: what the
+    /// kernel dropped is counted, and with what was received it adds up to what was sent.
+    #[test]
+    fn datagrams_the_kernel_dropped_are_counted() {
+        // 24 MB: more than a receive buffer can be (twice net.core.rmem_max, 4 MiB here).
+        const SENT: u64 = 20_000;
+        let mut dp = SocketDatapath::bind(&["127.0.0.1:0".parse().unwrap()]).unwrap();
+        let dst = dp.capabilities().local_addrs[0];
+        let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let payload = [0x5au8; 1200];
+        for _ in 0..SENT {
+            sender.send_to(&payload, dst).unwrap();
+        }
+        let counter = |dp: &SocketDatapath, name: &str| {
+            dp.counters()
+                .into_iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, v)| v)
+                .unwrap()
+        };
+        let drops = counter(&dp, "rx_socket_drops");
+        assert!(
+            drops > 0,
+            "{SENT} datagrams of 1200 bytes overflow the buffer"
+        );
+        while dp
+            .recv(&mut |_, p| assert_eq!(p.len() % 1200, 0, "whole datagrams"))
+            .unwrap()
+            > 0
+        {}
+        let received = counter(&dp, "rx_datagrams");
+        assert!(received > 0);
+        assert_eq!(
+            received + counter(&dp, "rx_socket_drops"),
+            SENT,
+            "every datagram either received or counted as dropped"
+        );
+    }
 }

@@ -580,8 +580,9 @@ fn random_turns_keep_ledger_and_kernel_in_agreement() {
         }
         let (rx, tx) = e.ledgers();
         assert_eq!(rx.held + tx.held, 0, "nothing held between turns");
-        // Posted = still with the kernel, or completed and waiting in the completion queue.
-        let kernel = e.queues().outstanding_count() + e.queues().cq.len();
+        // Posted = still with the kernel, or completed and waiting in the completion queue,
+        // or dequeued by a send that looked for slots and kept for the next receive.
+        let kernel = e.queues().outstanding_count() + e.queues().cq.len() + e.pending.len();
         assert_eq!(rx.posted + tx.posted, kernel, "ledger and kernel disagree");
     }
     // Drain what is left, then close.
@@ -590,7 +591,7 @@ fn random_turns_keep_ledger_and_kernel_in_agreement() {
         let n = recv_all(&mut e).len() as u64;
         received += n;
         e.send(&mut batch).unwrap();
-        if n == 0 && batch.is_empty() && e.queues().cq.is_empty() {
+        if n == 0 && batch.is_empty() && e.queues().cq.is_empty() && e.pending.is_empty() {
             break;
         }
     }
@@ -613,4 +614,72 @@ fn random_turns_keep_ledger_and_kernel_in_agreement() {
     assert!(c.rx_errors > 0 && c.tx_split > 0, "{c:?}");
     assert_eq!(c.ledger_errors, 0);
     assert_balanced_after_close(&mut e);
+}
+
+#[test]
+fn a_full_send_queue_reaps_completed_sends_and_keeps_receives_in_order() {
+    let mut s = Setup::new(&["127.0.0.1:4433"]);
+    s.offload = false;
+    let mut e = s.build();
+    let mut batch = TxBatch::new(8, 2048);
+    for i in 0..4u8 {
+        push(&mut batch, meta(PEER4, 4433), &[i; 100]);
+    }
+    e.send(&mut batch).unwrap();
+    assert_eq!(e.ledgers().1.free, 0, "every send slot in flight");
+    // A datagram arrives, then the kernel completes the four sends: all in the one queue.
+    let peer = PEER4.parse().unwrap();
+    assert!(e.queues().deliver(0, peer, b"first", RecvInfo::default()));
+    e.queues().transmit(4);
+    push(&mut batch, meta(PEER4, 4433), b"fifth");
+    e.send(&mut batch).unwrap();
+    assert!(
+        batch.is_empty(),
+        "the send completions were reaped and their slots reused at once"
+    );
+    assert_eq!(e.rio_counters().tx_transmits, 5);
+    assert!(
+        e.poll_turn(0).unwrap(),
+        "a receive set aside by the reap: recv has something no notification announces"
+    );
+    e.queues().wait_transmits = false;
+    let notifies = e.queues().notify_calls;
+    e.wait(Some(Duration::from_secs(5)), false).unwrap();
+    assert_eq!(
+        e.queues().notify_calls,
+        notifies,
+        "no sleep while a receive waits for recv"
+    );
+    assert!(e.queues().deliver(0, peer, b"second", RecvInfo::default()));
+    let got: Vec<Vec<u8>> = recv_all(&mut e).into_iter().map(|(_, d)| d).collect();
+    assert_eq!(
+        got,
+        [b"first".to_vec(), b"second".to_vec()],
+        "in arrival order"
+    );
+    assert!(!e.poll_turn(0).unwrap());
+    assert_eq!(e.ledgers().0.posted, 4, "both receive slots posted again");
+    assert_balanced_after_close(&mut e);
+}
+
+#[test]
+fn arm_notifies_once_until_someone_saw_the_notification_fire() {
+    let mut e = Setup::new(&["127.0.0.1:4433"]).build();
+    e.arm().unwrap();
+    e.arm().unwrap();
+    assert_eq!(e.queues().notify_calls, 1, "still armed: RIONotify once");
+    assert!(!e.poll_turn(0).unwrap());
+    e.arm().unwrap();
+    assert_eq!(
+        e.queues().notify_calls,
+        1,
+        "a turn without the event changes nothing"
+    );
+    // An async runtime's wait saw the event fire (the kernel disarmed it), and says so.
+    e.queues().armed = false;
+    e.poll_turn(1).unwrap();
+    e.arm().unwrap();
+    assert_eq!(e.queues().notify_calls, 2, "armed again after it fired");
+    assert!(e.queues().armed);
+    assert_eq!(e.rio_counters().notifies, 2);
 }
