@@ -83,6 +83,8 @@ pub fn profile_all(ctx: &Ctx) -> Result<Vec<Profile>> {
                 scenario.name,
                 server.name()
             ));
+            // For a closer look by hand: call graphs, and the data kept for `perf report -g`.
+            let keep = std::env::var_os("QUIXD_BENCH_PERF_CALLGRAPH").is_some();
             let record = |spec: &LoadSpec, _pid: u32| -> Result<()> {
                 sys::sleep(Duration::from_millis(spec.warmup_ms))?;
                 let window = format!("{:.3}", spec.window_ms as f64 / 1000.0);
@@ -90,8 +92,11 @@ pub fn profile_all(ctx: &Ctx) -> Result<Vec<Profile>> {
                 cmd.args(["record", "-q", "-e", "cpu-clock", "-C"])
                     .arg(net::SERVER_CPU.to_string())
                     .arg("-o")
-                    .arg(&data)
-                    .args(["--", "sleep", &window]);
+                    .arg(&data);
+                if keep {
+                    cmd.arg("-g");
+                }
+                cmd.args(["--", "sleep", &window]);
                 let log = data.with_extension("log");
                 let mut p = sys::Proc::spawn("perf record", cmd, &log, Some(net::CLIENT_CPU))?;
                 let status = p.wait_exit(Duration::from_millis(spec.window_ms + 20_000))?;
@@ -102,7 +107,7 @@ pub fn profile_all(ctx: &Ctx) -> Result<Vec<Profile>> {
             };
             match ctx
                 .run_once(scenario, server, 0, 0.0, Some(&record))
-                .and_then(|_| analyse(&data, &scenario.name, server))
+                .and_then(|_| analyse(&data, &scenario.name, server, keep))
             {
                 Ok(p) => {
                     eprintln!(
@@ -114,22 +119,26 @@ pub fn profile_all(ctx: &Ctx) -> Result<Vec<Profile>> {
                 }
                 Err(e) => eprintln!("failed: {e:#}"),
             }
-            let _ = std::fs::remove_file(&data);
+            if keep {
+                eprintln!("bench: kept {}", data.display());
+            } else {
+                let _ = std::fs::remove_file(&data);
+            }
         }
     }
     Ok(out)
 }
 
-fn analyse(data: &Path, scenario: &str, server: Server) -> Result<Profile> {
-    let out = Command::new("perf")
-        .args([
-            "report",
-            "--stdio",
-            "--no-children",
-            "-q",
-            "--sort",
-            "comm,dso,sym",
-        ])
+fn analyse(data: &Path, scenario: &str, server: Server, callgraph: bool) -> Result<Profile> {
+    let mut cmd = Command::new("perf");
+    if callgraph {
+        // Self time per symbol, as without call graphs.
+        cmd.args(["report", "-g", "none"]);
+    } else {
+        cmd.arg("report");
+    }
+    let out = cmd
+        .args(["--stdio", "--no-children", "-q", "--sort", "comm,dso,sym"])
         .args(["-F", "sample,comm,dso,sym", "-i"])
         .arg(data)
         .output()

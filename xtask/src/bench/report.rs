@@ -1327,7 +1327,9 @@ no profiles: a smoke test that asserts only that every server served every scena
 `small` in the same run); `--runs`, `--window-ms`, `--warmup-ms`, `--load-scale` (light \
 scenarios), `--floor-to-server-us`, `--floor-to-client-us` and `--profile true|false` adjust \
 the rest; \
-`QUIXD_BENCH_NO_CPUIDLE=1` makes the cross-check act as on a machine without cpuidle. It builds \
+`QUIXD_BENCH_NO_CPUIDLE=1` makes the cross-check act as on a machine without cpuidle; \
+`QUIXD_BENCH_PERF_CALLGRAPH=1` records the profiles with call graphs and keeps them in \
+`target/bench/logs/`. It builds \
 `quixd` and `xtask` in release mode and re-runs itself from the release build. Logs of every \
 run (server and client) are in `target/bench/logs/`. Every process it starts is stopped and the \
 namespaces are removed on exit, on error and on Ctrl-C.
