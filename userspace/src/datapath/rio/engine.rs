@@ -282,24 +282,14 @@ impl<Q: RioQueues> RioEngine<Q> {
             }
         }
         self.pending.clear();
-        let n = self
-            .q
-            .dequeue(&mut self.results)
-            .map_err(io::Error::other)?
-            .min(self.results.len());
-        self.counters.dequeues += 1;
-        self.counters.completions += n as u64;
-        for i in 0..n {
+        for i in 0..self.dequeue()? {
             let c = self.results[i];
             match SlotToken::from_u64(c.context) {
                 Some(t) if t.class == CLASS_TX => self.complete_send(t, c),
                 Some(t) if t.class == CLASS_RX => {
                     handed += usize::from(self.complete_receive(t, c, rx))
                 }
-                _ => {
-                    self.counters.ledger_errors += 1;
-                    tracing::error!(context = c.context, "RIO completion for no slot of ours");
-                }
+                _ => self.not_ours(c),
             }
         }
         if !self.closing {
@@ -323,15 +313,8 @@ impl<Q: RioQueues> RioEngine<Q> {
         if !self.pending.is_empty() {
             return Ok(false);
         }
-        let n = self
-            .q
-            .dequeue(&mut self.results)
-            .map_err(io::Error::other)?
-            .min(self.results.len());
-        self.counters.dequeues += 1;
-        self.counters.completions += n as u64;
         let mut freed = false;
-        for i in 0..n {
+        for i in 0..self.dequeue()? {
             let c = self.results[i];
             match SlotToken::from_u64(c.context) {
                 Some(t) if t.class == CLASS_TX => {
@@ -339,13 +322,28 @@ impl<Q: RioQueues> RioEngine<Q> {
                     freed = true;
                 }
                 Some(t) if t.class == CLASS_RX => self.pending.push(c),
-                _ => {
-                    self.counters.ledger_errors += 1;
-                    tracing::error!(context = c.context, "RIO completion for no slot of ours");
-                }
+                _ => self.not_ours(c),
             }
         }
         Ok(freed)
+    }
+
+    /// One `RIODequeueCompletion` into `results`; returns how many it wrote.
+    fn dequeue(&mut self) -> io::Result<usize> {
+        let n = self
+            .q
+            .dequeue(&mut self.results)
+            .map_err(io::Error::other)?
+            .min(self.results.len());
+        self.counters.dequeues += 1;
+        self.counters.completions += n as u64;
+        Ok(n)
+    }
+
+    /// A completion whose context is no slot token of ours: counted, never acted on.
+    fn not_ours(&mut self, c: Completion) {
+        self.counters.ledger_errors += 1;
+        tracing::error!(context = c.context, "RIO completion for no slot of ours");
     }
 
     /// Takes a completed slot back from the kernel, or counts the completion as bogus.
